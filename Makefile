@@ -1,0 +1,32 @@
+# The front door: `make sweep` runs the study, `make test` runs the tests. Both create .venv and
+# install the project into it on first use (pip; torch/torchvision come pinned in pyproject.toml).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CIFAR10_DIR ?= $(HOME)/.cache/cifar10
+CIFAR10_TAR ?= ../shared/data/cifar10-jpeg.tar.gz
+export CIFAR10_DIR
+
+.PHONY: setup data sweep test bench
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(STAMP)
+
+# Unpack the shared CIFAR-10 copy into a cache outside the repo when it is not there yet;
+# elsewhere the sweep downloads it with torchvision (--download).
+data:
+	@if [ ! -d "$(CIFAR10_DIR)/train" ] && [ ! -d "$(CIFAR10_DIR)/cifar-10-batches-py" ] && [ -f "$(CIFAR10_TAR)" ]; then \
+	  echo "unpacking $(CIFAR10_TAR) into $(CIFAR10_DIR)"; mkdir -p "$(CIFAR10_DIR)" && tar xzf "$(CIFAR10_TAR)" -C "$(CIFAR10_DIR)"; fi
+
+sweep: $(STAMP) data
+	$(PY) -m cifar_core --download --transform augment+normalize --model dropout $(ARGS)
+
+test: $(STAMP) data
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(STAMP) data
+	$(PY) -m benchmarks $(ARGS)

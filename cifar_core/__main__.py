@@ -1,0 +1,71 @@
+"""One trial without Ray: `python -m cifar_core --transform augment+normalize --model dropout ...`.
+
+Prints one JSON object per epoch and a last JSON line with the trial's status. Bad input gets one
+line on stderr naming the key, the value and what is allowed, and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .config import MODELS, OPTIMISERS, REGULARISERS, TRANSFORMS, ConfigError, TrialConfig
+from .data import DataError, load_cifar10
+from .train import fit
+
+_HELP = {
+    "transform": f"input transform level: {', '.join(TRANSFORMS)} (seed spellings accepted)",
+    "model": f"network: {', '.join(MODELS)} (dropout = Dropout(0.25) in the linear block)",
+    "regulariser": f"weight penalty: {', '.join(REGULARISERS)} (L1 = λ·Σ|w|, L2 = λ·Σw²)",
+    "lam": "penalty strength λ (>= 0; used by l1/l2)",
+    "optimiser": f"optimiser: {', '.join(OPTIMISERS)} (SGD has no momentum, as in the seed)",
+    "lr": "learning rate (> 0)",
+    "epochs": "epochs to train (>= 1)",
+    "batch_size": "training batch size (>= 1)",
+    "data_fraction": "stratified share of the training split to use, in (0, 1]; the test split is whole",
+    "final_relu": "keep the seed's ReLU on the logits: true/false",
+    "seed": "seed for weights, data order, subset and augmentation (>= 0)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, never a usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m cifar_core", description="Train one CIFAR-10 trial of the seed "
+                "study and print one JSON line per epoch, then a status line.")
+    defaults = TrialConfig()
+    for f in dataclasses.fields(TrialConfig):
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, dest=f.name, default=getattr(defaults, f.name), metavar="VALUE",
+                       help=f"{_HELP[f.name]} (default: {getattr(defaults, f.name)})")
+    p.add_argument("--data-dir", help="CIFAR-10 folder: torchvision's cifar-10-batches-py/ or "
+                   "train/<class>/ + test/<class>/ images (default: $CIFAR10_DIR, else ./data)")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 if absent")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    run = {k: args.pop(k) for k in ("data_dir", "download", "device", "threads")}
+    try:
+        cfg = TrialConfig(**args)
+        data = load_cifar10(run["data_dir"], download=run["download"])
+    except (ConfigError, DataError) as err:
+        print(f"python -m cifar_core: error: {err}", file=sys.stderr)
+        return 2
+    status = "completed"
+    for result in fit(cfg, data, run["device"], threads=run["threads"]):
+        print(json.dumps(result.to_dict()), flush=True)
+        status = "completed" if result.status == "ok" else result.status
+    print(json.dumps({"status": status, "config": cfg.to_dict()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

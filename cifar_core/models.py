@@ -1,0 +1,44 @@
+"""The seed report's two networks, built from a TrialConfig.
+
+`baseline` is the seed's Custom_Network (61 706 parameters); `dropout` is its Net_dropout (Dropout
+0.25 after the first two ReLUs of the linear block). The seed ends both with a ReLU on the logits,
+which clamps negative logits to 0 before CrossEntropyLoss; `final_relu` keeps it (the faithful
+default) or drops it so a sweep can measure what it costs.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .config import TrialConfig
+
+
+class SeedNet(nn.Module):
+    """Conv(3,6,3)-ReLU-Pool-Conv(6,12,3)-ReLU-Conv(12,16,3)-ReLU-Pool, then 400-120-84-10."""
+
+    def __init__(self, *, dropout: float = 0.0, final_relu: bool = True, num_classes: int = 10):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.Conv2d(3, 6, kernel_size=3), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(6, 12, kernel_size=3), nn.ReLU(),
+            nn.Conv2d(12, 16, kernel_size=3), nn.ReLU(), nn.MaxPool2d(2, 2),
+        )
+        def drop():
+            return [nn.Dropout(dropout)] if dropout > 0 else []
+
+        self.linear_block = nn.Sequential(
+            nn.Linear(16 * 5 * 5, 120), nn.ReLU(), *drop(),
+            nn.Linear(120, 84), nn.ReLU(), *drop(),
+            nn.Linear(84, num_classes), *([nn.ReLU()] if final_relu else []),
+        )
+
+    def forward(self, x):
+        return self.linear_block(self.conv_block(x).flatten(1))
+
+
+def build_model(cfg: TrialConfig) -> SeedNet:
+    """The network a trial trains (weights drawn from torch's global RNG; seed it first)."""
+    return SeedNet(dropout=0.25 if cfg.model == "dropout" else 0.0, final_relu=cfg.final_relu)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

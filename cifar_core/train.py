@@ -1,0 +1,154 @@
+"""The one training loop: `fit(cfg, data, device)` yields an EpochResult per epoch.
+
+The data path is tensors, not a DataLoader: the uint8 dataset sits on the trial's device, each
+batch is gathered by index, augmented and normalised there in one pass (cifar_core.augment).
+Everything a resumed trial needs (model, optimiser, RNG streams, epoch) lives in `TrainState`,
+so a checkpoint is `state.state_dict()` and a resume is `state.load_state_dict(...)`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .augment import test_batch, train_batch
+from .config import EpochResult, TrialConfig
+from .data import CifarData, subset
+from .models import build_model
+
+EVAL_BATCH = 1000
+_CHECK_EVERY = 20  # batches between divergence checks (each check syncs the device)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """CUDA when present, else CPU, unless the caller names one."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+@dataclass
+class TrainState:
+    """Model, optimiser and the RNG streams of one trial; `epoch` counts finished epochs."""
+
+    model: torch.nn.Module
+    optimiser: torch.optim.Optimizer
+    order_rng: torch.Generator  # CPU: the shuffle order of each epoch
+    aug_rng: torch.Generator  # on the device: per-image augmentation parameters
+    epoch: int = 0
+
+    @classmethod
+    def create(cls, cfg: TrialConfig, device: torch.device) -> "TrainState":
+        torch.manual_seed(cfg.seed)  # weights and dropout masks
+        model = build_model(cfg).to(device)
+        order = torch.Generator().manual_seed(cfg.seed)
+        aug = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        return cls(model, build_optimiser(cfg, model), order, aug)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
+                "order_rng": self.order_rng.get_state(), "aug_rng": self.aug_rng.get_state(),
+                "torch_rng": torch.get_rng_state(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.order_rng.set_state(state["order_rng"])
+        self.aug_rng.set_state(state["aug_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = int(state["epoch"])
+
+
+def build_optimiser(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam or plain SGD (no momentum), as in the seed."""
+    if cfg.optimiser == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr)
+
+
+def penalty(model: torch.nn.Module, cfg: TrialConfig) -> torch.Tensor:
+    """λ·Σ|w| (l1) or λ·Σw² (l2) over every parameter of this trial's own model; 0 for none."""
+    params = list(model.parameters())
+    if cfg.regulariser == "l1":
+        return cfg.lam * sum(p.abs().sum() for p in params)
+    if cfg.regulariser == "l2":
+        return cfg.lam * sum(p.pow(2).sum() for p in params)
+    return params[0].new_zeros(())
+
+
+def fit(cfg: TrialConfig, data: CifarData, device=None, *, threads: int | None = None,
+        state: TrainState | None = None, channels_last: bool = False) -> Iterator[EpochResult]:
+    """Train cfg.epochs epochs (continuing from `state.epoch`), yielding one result each.
+
+    A NaN/inf loss ends training with a last result whose status is "diverged".
+    """
+    device = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    data = _on_device(subset(data, cfg.data_fraction, cfg.seed), device)
+    state = state or TrainState.create(cfg, device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    state.model.to(memory_format=fmt)
+    while state.epoch < cfg.epochs:
+        start = time.perf_counter()
+        train = _train_epoch(state, cfg, data, fmt)
+        train_seconds = time.perf_counter() - start
+        test = _evaluate(state.model, cfg, data, fmt) if train["finite"] else (math.nan, math.nan)
+        state.epoch += 1
+        yield EpochResult(
+            epoch=state.epoch, train_loss=train["loss"], train_penalty=train["penalty"],
+            train_acc=train["acc"], test_loss=test[0], test_acc=test[1],
+            seconds=time.perf_counter() - start, train_seconds=train_seconds,
+            images_per_second=train["images"] / max(train_seconds, 1e-9),
+            status="ok" if train["finite"] else "diverged")
+        if not train["finite"]:
+            return
+
+
+def _on_device(data: CifarData, device: torch.device) -> CifarData:
+    if data.train_x.device == device:
+        return data
+    return CifarData(*(t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y)))
+
+
+def _train_epoch(state: TrainState, cfg: TrialConfig, data: CifarData, fmt) -> dict:
+    model, opt = state.model, state.optimiser
+    model.train()
+    n = len(data.train_y)
+    order = torch.randperm(n, generator=state.order_rng).to(data.train_x.device)
+    sums = torch.zeros(3, dtype=torch.float64, device=data.train_x.device)  # loss, penalty, hits
+    for step, i in enumerate(range(0, n, cfg.batch_size)):
+        idx = order[i:i + cfg.batch_size]
+        x = train_batch(data.train_x[idx], cfg.transform, state.aug_rng).contiguous(memory_format=fmt)
+        y = data.train_y[idx]
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        reg = penalty(model, cfg)
+        opt.zero_grad(set_to_none=True)
+        (loss + reg).backward()
+        opt.step()
+        sums += torch.stack([loss.detach() * len(y), reg.detach() * len(y),
+                             (out.argmax(1) == y).sum()]).double()
+        if step % _CHECK_EVERY == 0 and not torch.isfinite(sums[:2]).all():
+            break
+    loss, pen, hits = sums.tolist()
+    finite = math.isfinite(loss) and math.isfinite(pen)
+    return {"loss": loss / n, "penalty": pen / n, "acc": hits / n, "images": n, "finite": finite}
+
+
+@torch.no_grad()
+def _evaluate(model: torch.nn.Module, cfg: TrialConfig, data: CifarData, fmt) -> tuple[float, float]:
+    """(mean test loss, test accuracy) over the whole test split, in eval mode."""
+    model.eval()
+    loss = hits = 0.0
+    for i in range(0, len(data.test_y), EVAL_BATCH):
+        x = test_batch(data.test_x[i:i + EVAL_BATCH], cfg.transform).contiguous(memory_format=fmt)
+        y = data.test_y[i:i + EVAL_BATCH]
+        out = model(x)
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        hits += (out.argmax(1) == y).sum().item()
+    return loss / len(data.test_y), hits / len(data.test_y)

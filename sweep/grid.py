@@ -1,0 +1,100 @@
+"""`python -m sweep.grid`: the seed study's full ablation grid on Ray Tune.
+
+With no argument: transform x model x regulariser x optimiser x lr = 96 trials of 10 epochs on all
+training data, seed 0, on an embedded local Ray. Comma-list flags (or --config FILE.yaml) narrow or
+widen any axis; --preset seed runs the seed report's own experiments; --dry-run lists trials;
+--smoke runs 2 tiny trials end to end; --address joins a Ray cluster; --resume --name X continues.
+"""
+from __future__ import annotations
+
+import sys
+
+from cifar_core.config import ConfigError
+from cifar_core.data import DataError
+
+from . import cli
+from .runfolder import SweepError
+from .space import (AXES, DEFAULT_GRID, DEFAULT_SCALARS, SEED_EXPERIMENTS, SMOKE_GRID,
+                    SMOKE_SCALARS, describe, expand_grid, seed_preset)
+
+PROG = "python -m sweep.grid"
+DEFAULTS = {**cli.COMMON_DEFAULTS, **{axis: None for axis in AXES}, "preset": None,
+            "dry_run": False}
+
+
+def build_parser():
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[1].replace("\n", " "))
+    cli.add_common(p)
+    p.add_argument("--preset", choices=["seed"], help="seed: the seed report's runs, labelled")
+    p.add_argument("--dry-run", action="store_true", default=None,
+                   help="print one line per trial and the count; run nothing")
+    return p
+
+
+def build_trials(settings: dict) -> list[dict]:
+    """The trial dicts this invocation runs (validated; ConfigError names a bad value)."""
+    cli.check_positive(settings, "seeds", "epochs", "batch_size", "max_concurrent", "gpus_per_trial")
+    if settings["smoke"]:
+        return expand_grid(SMOKE_GRID, seeds=1, **SMOKE_SCALARS)
+    scalars = {"epochs": settings["epochs"], "batch_size": settings["batch_size"]}
+    if settings["preset"] == "seed":
+        given = [a for a in AXES if settings[a] is not None]
+        if given:
+            raise SweepError(f"--preset seed fixes every axis; drop --{given[0].replace('_', '-')}")
+        return seed_preset(seeds=settings["seeds"], **scalars)
+    axes = {a: DEFAULT_GRID[a] if settings[a] is None else cli.as_list(settings[a]) for a in AXES}
+    empty = [a for a in AXES if not axes[a]]
+    if empty:
+        raise SweepError(f"--{empty[0].replace('_', '-')} is empty; give at least one value")
+    return expand_grid(axes, seeds=settings["seeds"], **scalars)
+
+
+def dry_run(trials: list[dict]) -> None:
+    purpose = {label: text for label, text, _ in SEED_EXPERIMENTS}
+    for i, trial in enumerate(trials, 1):
+        labels = trial.get("label", "")
+        why = "; ".join(purpose[lab] for lab in labels.split("|")) if labels else ""
+        print(f"{i:3d}. {describe(trial)}" + (f"  <- {labels}: {why}" if why else ""))
+    print(f"{len(trials)} trials")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        settings = cli.merge_settings(args, DEFAULTS)
+        if settings["resume"]:
+            return _resume(settings, argv)
+        trials = build_trials(settings)
+        if settings["dry_run"]:
+            dry_run(trials)
+            return 0
+        space = {"preset": settings["preset"], "smoke": settings["smoke"], "seeds": settings["seeds"],
+                 "axes": {a: sorted({str(t[a]) for t in trials}) for a in AXES}}
+        return _launch(settings, argv, trials, space)
+    except (SweepError, ConfigError, DataError) as err:
+        return cli.fail(PROG, err)
+
+
+def _launch(settings, argv, trials, space) -> int:
+    from ray import tune
+
+    from . import tuning  # imports Ray: only once the input is known to be good
+
+    def make_tuner(trainable, run_config):
+        return tune.Tuner(trainable, param_space={"trial": tune.grid_search(trials)},
+                          tune_config=tuning.tune_config(settings), run_config=run_config)
+
+    planned = (len(trials), sum(t["epochs"] for t in trials))
+    return tuning.launch(kind="grid", prog=PROG, module="sweep.grid", argv=argv,
+                         settings=settings, space=space, trials=planned, make_tuner=make_tuner)
+
+
+def _resume(settings, argv) -> int:
+    from . import tuning
+
+    return tuning.resume(prog=PROG, module="sweep.grid", argv=argv, settings=settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

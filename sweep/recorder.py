@@ -1,0 +1,225 @@
+"""Driver-side Tune callbacks: results that describe themselves, and progress a person can read.
+
+`Recorder` rewrites trials.csv / epochs.csv atomically as each epoch arrives (a crash loses at most
+the epoch in flight), de-duplicates epochs by (trial_id, epoch) so retries and resumes record each
+epoch once, and logs train and test on one TensorBoard chart per metric under tb/<trial_id>/.
+Both callbacks pickle as plain settings (Tune stores them in tuner.pkl) and rebuild on restore.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+
+from ray import tune
+
+from .space import AXES, SCALARS, trial_values
+
+CONFIG_COLUMNS = ["label", *AXES, "seed", *SCALARS]
+METRICS = ["train_loss", "train_penalty", "train_acc", "test_loss", "test_acc", "seconds",
+           "train_seconds", "images_per_second"]
+TRIAL_COLUMNS = ["trial_id", *CONFIG_COLUMNS, "status", "epochs_done", "final_train_loss",
+                 "final_train_acc", "final_test_loss", "final_test_acc", "best_test_acc",
+                 "train_seconds", "node"]
+EPOCH_COLUMNS = ["trial_id", *CONFIG_COLUMNS, "epoch", *METRICS, "status", "node"]
+TERMINAL = ("completed", "diverged", "error", "pruned")
+
+
+class Recorder(tune.Callback):
+    def __init__(self, run_dir: str):
+        self.run_dir = os.path.abspath(run_dir)
+        self._setup()
+
+    def _setup(self):
+        self.trials = {r["trial_id"]: r for r in read_csv(self._path("trials.csv"))}
+        self.epochs = {(r["trial_id"], int(r["epoch"])): r for r in read_csv(self._path("epochs.csv"))}
+        self.writers = {}
+
+    def __getstate__(self):
+        return {"run_dir": self.run_dir}
+
+    def __setstate__(self, state):
+        self.run_dir = state["run_dir"]
+        self._setup()
+
+    def _path(self, name):
+        return os.path.join(self.run_dir, name)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        if row["status"] in ("", "pending"):
+            row["status"] = "running"
+            self._flush(epochs=False)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "epoch" not in result:
+            return
+        row = self._row(trial)
+        epoch = int(result["epoch"])
+        self.epochs[(trial.trial_id, epoch)] = {
+            "trial_id": trial.trial_id, **{c: row[c] for c in CONFIG_COLUMNS}, "epoch": epoch,
+            **{m: result.get(m) for m in METRICS}, "status": result.get("status", "ok"),
+            "node": result.get("node", "")}
+        self._update_trial(row, result)
+        self._log_tensorboard(trial.trial_id, epoch, result)
+        self._flush()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        if row["status"] == "diverged":
+            pass
+        elif int(row["epochs_done"] or 0) >= int(row["epochs"]):
+            row["status"] = "completed"
+        else:
+            row["status"] = "pruned"  # stopped early by the scheduler
+        self._close(trial.trial_id)
+        self._flush(epochs=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._row(trial)["status"] = "error"
+        print(f"trial {trial.trial_id} failed after its retries: {_first_error_line(trial)}",
+              flush=True)
+        self._close(trial.trial_id)
+        self._flush(epochs=False)
+
+    def on_experiment_end(self, trials, **info):
+        for trial_id in list(self.writers):
+            self._close(trial_id)
+
+    def _row(self, trial) -> dict:
+        if trial.trial_id not in self.trials:
+            values = trial_values(trial.config)
+            self.trials[trial.trial_id] = {c: "" for c in TRIAL_COLUMNS} | {
+                "trial_id": trial.trial_id, **{c: values.get(c, "") for c in CONFIG_COLUMNS},
+                "status": "pending", "epochs_done": 0}
+        return self.trials[trial.trial_id]
+
+    def _update_trial(self, row: dict, result: dict):
+        mine = [r for (t, _), r in self.epochs.items() if t == row["trial_id"]]
+        last = max(mine, key=lambda r: int(r["epoch"]))
+        accs = [float(r["test_acc"]) for r in mine if _finite(r["test_acc"])]
+        row.update(epochs_done=len(mine), final_train_loss=last["train_loss"],
+                   final_train_acc=last["train_acc"], final_test_loss=last["test_loss"],
+                   final_test_acc=last["test_acc"], best_test_acc=max(accs) if accs else "",
+                   train_seconds=sum(float(r["train_seconds"] or 0) for r in mine),
+                   node=result.get("node", row["node"]))
+        row["status"] = "diverged" if result.get("status") == "diverged" else "running"
+
+    def _log_tensorboard(self, trial_id: str, epoch: int, result: dict):
+        from torch.utils.tensorboard import SummaryWriter  # imported late: driver-only cost
+
+        if trial_id not in self.writers:
+            self.writers[trial_id] = SummaryWriter(os.path.join(self.run_dir, "tb", trial_id))
+        writer = self.writers[trial_id]
+        for metric in ("loss", "acc"):
+            pair = {s: result[f"{s}_{metric}"] for s in ("train", "test")
+                    if _finite(result.get(f"{s}_{metric}"))}
+            writer.add_scalars(metric, pair, epoch)
+        writer.add_scalar("images_per_second", result.get("images_per_second", 0.0), epoch)
+        writer.flush()
+
+    def _close(self, trial_id):
+        writer = self.writers.pop(trial_id, None)
+        if writer:
+            writer.close()
+
+    def _flush(self, epochs: bool = True):
+        write_csv(self._path("trials.csv"), TRIAL_COLUMNS, self.trials.values())
+        if epochs:
+            rows = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], int(r["epoch"])))
+            write_csv(self._path("epochs.csv"), EPOCH_COLUMNS, rows)
+
+
+def _first_error_line(trial) -> str:
+    """The exception line of a failed trial's error file, and where the full traceback is."""
+    path = os.path.join(trial.local_path or "", "error.txt")
+    try:
+        with open(path) as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+        return f"{lines[-1]} (traceback: {path})"
+    except (OSError, IndexError):
+        return f"see {path}"
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def read_csv(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: str, columns: list, rows) -> None:
+    """Write atomically (temp file + rename) so a reader or a crash never sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+class Progress(tune.Callback):
+    """One compact line per change (trial started/finished/failed) plus a heartbeat."""
+
+    def __init__(self, total_trials: int, total_epochs: int, heartbeat_s: float = 30.0):
+        self.total_trials, self.total_epochs, self.heartbeat_s = total_trials, total_epochs, heartbeat_s
+        self._setup()
+
+    def _setup(self):
+        self.start = time.monotonic()
+        self.epochs_seen = 0
+        self.best = None
+        self.last_line, self.last_time = "", 0.0
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in ("total_trials", "total_epochs", "heartbeat_s")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._setup()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.epochs_seen += 1
+        acc = result.get("test_acc")
+        if _finite(acc) and (self.best is None or acc > self.best):
+            self.best = acc
+
+    def on_step_end(self, iteration, trials, **info):
+        self.show(trials)
+
+    def on_experiment_end(self, trials, **info):
+        self.show(trials)  # prints only if the last step's line is out of date
+
+    def show(self, trials, force: bool = False):
+        counts = {s: sum(t.status == s for t in trials) for s in ("TERMINATED", "RUNNING", "ERROR")}
+        pending = max(self.total_trials - sum(counts.values()), 0)
+        elapsed = time.monotonic() - self.start
+        key = f"{counts} {pending}"
+        if not force and key == self.last_line and elapsed - self.last_time < self.heartbeat_s:
+            return
+        self.last_line, self.last_time = key, elapsed
+        done_epochs = sum(t.last_result.get("epoch", 0) if t.last_result else 0 for t in trials)
+        eta = _eta(elapsed, self.epochs_seen, self.total_epochs - done_epochs)
+        best = f"{100 * self.best:.1f}%" if self.best is not None else "-"
+        print(f"[{_clock(elapsed)}] done {counts['TERMINATED']}/{self.total_trials} · running "
+              f"{counts['RUNNING']} · pending {pending} · failed {counts['ERROR']} · best test acc "
+              f"{best} · ETA {eta}", flush=True)
+
+
+def _eta(elapsed: float, epochs_seen: int, epochs_left: int) -> str:
+    if epochs_seen == 0 or epochs_left <= 0:
+        return "-" if epochs_left > 0 else "0:00:00"
+    return _clock(elapsed / epochs_seen * epochs_left)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,60 @@
+"""The one Ray adapter: trial dict -> TrialConfig -> cifar_core.fit -> tune.report per epoch.
+
+Grid and Optuna search both run `train_trial`. Each epoch is reported with a checkpoint (model,
+optimiser, RNG streams, epoch); a retried or resumed trial continues from the latest one. The
+dataset arrives through `tune.with_parameters` as numpy arrays in Ray's object store, so every
+trial on a node maps the same shared-memory copy instead of loading its own.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+
+import ray
+import torch
+from ray import tune
+
+from cifar_core import CifarData, TrainState, TrialConfig, fit, resolve_device
+
+from .space import trial_values
+
+STATE_FILE = "state.pt"
+LABEL_KEYS = ("label",)  # bookkeeping keys a trial dict may carry besides TrialConfig's fields
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How trials run (never what they train): threads, device, memory format."""
+
+    threads: int = 1
+    device: str | None = None
+    channels_last: bool = False
+
+
+def train_trial(config: dict, data: dict, execution: Execution = Execution()) -> None:
+    """Train one trial, reporting every epoch; a diverged trial ends normally (no retry)."""
+    values = trial_values(config)
+    cfg = TrialConfig.from_dict({k: v for k, v in values.items() if k not in LABEL_KEYS})
+    device = resolve_device(execution.device)
+    torch.set_num_threads(execution.threads)
+    state = TrainState.create(cfg, device)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state.load_state_dict(torch.load(os.path.join(folder, STATE_FILE), weights_only=True,
+                                             map_location=device))
+    node = node_name()
+    for result in fit(cfg, CifarData.from_numpy(data), device, state=state,
+                      channels_last=execution.channels_last):
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state.state_dict(), os.path.join(folder, STATE_FILE))
+            tune.report(dict(result.to_dict(), node=node),
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def node_name() -> str:
+    """Host name plus Ray node id prefix: nodes on one machine (tests, laptops) stay distinct."""
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    return f"{socket.gethostname()}:{node_id[:8]}"

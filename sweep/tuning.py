@@ -1,0 +1,150 @@
+"""Build and run the Ray Tuner that both entry points share (one trainable, one results layout).
+
+`launch` validates the run folder, loads the dataset once in the driver (bad input fails before
+Ray starts), starts an embedded local Ray or joins a cluster (--address), puts the dataset into the
+object store once (tune.with_parameters), and records results through the Recorder and Progress
+callbacks. `resume` continues a run: Tuner.restore, or a fresh Tuner for a search study.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we write CSV/TB ourselves
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from cifar_core.data import load_cifar10  # noqa: E402
+
+from . import cli  # noqa: E402
+from .recorder import Progress, Recorder  # noqa: E402
+from .runfolder import (RunFolder, SweepError, check_location, command_line,  # noqa: E402
+                        default_name, now_iso, provenance)
+from .trainable import Execution, train_trial  # noqa: E402
+
+RAY_DIR = "ray"
+RESUMABLE = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures", "address",
+             "data_dir", "download", "report")  # flags a resume may change
+
+
+def tune_config(settings: dict, **extra) -> tune.TuneConfig:
+    return tune.TuneConfig(max_concurrent_trials=settings["max_concurrent"], reuse_actors=True,
+                           trial_dirname_creator=lambda trial: trial.trial_id, **extra)
+
+
+def launch(*, kind, prog, module, argv, settings, space, trials, make_tuner, extra=None) -> int:
+    """Start a new run; `trials` is the planned trial count and total epochs as (n, epochs)."""
+    name = settings["name"] or default_name()
+    folder = RunFolder(check_location(settings["results_dir"], name), resume=False)
+    folder.refuse_existing()
+    data = load_cifar10(cli.data_dir_for(settings), download=bool(settings["download"]))
+    folder.open()
+    info = {"kind": kind, "name": name, "command": command_line(module, argv), "argv": argv,
+            "space": space, "settings": settings, "n_trials": trials[0], "total_epochs": trials[1],
+            **(extra or {})}
+    return _run(prog, module, folder, settings, info, data, make_tuner)
+
+
+def resume(*, prog, module, argv, settings, make_tuner=None, update_info=None) -> int:
+    """Continue run --name: finished trials are never rerun; a finished run exits 0."""
+    if not settings["name"]:
+        raise SweepError("--resume needs --name NAME of the run to continue")
+    folder = RunFolder(check_location(settings["results_dir"], settings["name"]), resume=True)
+    folder.require_existing()
+    info = folder.read_info()
+    done, total = folder.finished_trials()
+    if info.get("status") == "finished" and done == total and make_tuner is None:
+        print(f"run {settings['name']!r} is already finished ({done} trials); nothing to do")
+        return 0
+    given = {k: v for k, v in settings.items() if k in RESUMABLE and v != cli.COMMON_DEFAULTS.get(k)}
+    settings = {**info["settings"], **given, "resume": True}
+    info = update_info(info, settings) if update_info else info
+    data = load_cifar10(cli.data_dir_for(settings), download=bool(settings["download"]))
+    folder.open()
+    info["argv_resume"] = argv
+    return _run(prog, module, folder, settings, info, data, make_tuner)
+
+
+def _run(prog, module, folder, settings, info, data, make_tuner) -> int:
+    status = run_sweep(folder=folder, settings=settings, info=info, make_tuner=make_tuner,
+                       data_arrays=data.to_numpy())
+    name = os.path.basename(folder.path)
+    print(f"results: {folder.path}")
+    if status != "finished":
+        print(f"interrupted: continue with  python -m {module} --resume --name {name}"
+              + (f" --results-dir {settings['results_dir']}" if settings["results_dir"] != "results" else ""))
+        return 130
+    print(f"report:  python -m sweep.report {folder.path}")
+    if settings["report"]:
+        from .report.cli import main as report_main
+
+        return report_main([folder.path])
+    return 0
+
+
+def start_ray(address: str | None) -> None:
+    """Join the cluster at `address`, else start an embedded local Ray, quietly."""
+    kwargs = dict(log_to_driver=False, logging_level="ERROR", configure_logging=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(include_dashboard=False, **kwargs)
+
+
+def trainable_for(settings: dict, data_arrays: dict):
+    """The shared trainable with its resources and the dataset riding in the object store."""
+    gpus = settings["gpus_per_trial"]
+    if gpus is None:
+        gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    cpus = settings["cpus_per_trial"]
+    execution = Execution(threads=max(1, int(cpus)), channels_last=bool(settings["channels_last"]))
+    fn = tune.with_parameters(train_trial, data=data_arrays, execution=execution)
+    return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus})
+
+
+def run_config(folder: RunFolder, settings: dict, info: dict, ray_dir: str = RAY_DIR):
+    return tune.RunConfig(
+        name=ray_dir, storage_path=folder.path, verbose=0,
+        callbacks=[Recorder(folder.path), Progress(info["n_trials"], info["total_epochs"])],
+        failure_config=tune.FailureConfig(max_failures=settings["max_failures"]),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+
+
+def run_sweep(*, folder: RunFolder, settings: dict, info: dict, make_tuner, data_arrays: dict) -> str:
+    """Run (or restore) the sweep in `folder`; returns "finished" or "interrupted"."""
+    start_ray(settings["address"])
+    try:
+        trainable = trainable_for(settings, data_arrays)
+        if settings["resume"] and make_tuner is None:
+            tuner = tune.Tuner.restore(os.path.join(folder.path, RAY_DIR), trainable=trainable,
+                                       resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = make_tuner(trainable, run_config(folder, settings, info,
+                                                     info.get("ray_dir", RAY_DIR)))
+        info = _starting(folder, info)
+        started = time.monotonic()
+        tuner.fit()
+        done, total = folder.finished_trials()
+        status = "finished" if done == total >= info["n_trials"] else "interrupted"
+        _ending(folder, info, status, time.monotonic() - started)
+        return status
+    finally:
+        ray.shutdown()
+
+
+def _starting(folder: RunFolder, info: dict) -> dict:
+    if folder.resume:
+        info.setdefault("resumed_at", []).append(now_iso())
+    else:
+        info.update(started_at=now_iso(), wall_seconds=0.0)
+    info.update(provenance(), status="running")
+    info["hardware"].update(nodes=len(ray.nodes()), cluster_resources=ray.cluster_resources())
+    folder.write_info(info)
+    return info
+
+
+def _ending(folder: RunFolder, info: dict, status: str, seconds: float) -> None:
+    info.update(status=status, ended_at=now_iso(), wall_seconds=info.get("wall_seconds", 0.0) + seconds)
+    folder.write_info(info)
