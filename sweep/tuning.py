@@ -34,7 +34,8 @@ def tune_config(settings: dict, **extra) -> tune.TuneConfig:
                            trial_dirname_creator=lambda trial: trial.trial_id, **extra)
 
 
-def launch(*, kind, prog, module, argv, settings, space, trials, make_tuner, extra=None) -> int:
+def launch(*, kind, prog, module, argv, settings, space, trials, make_tuner, extra=None,
+           finish=None) -> int:
     """Start a new run; `trials` is the planned trial count and total epochs as (n, epochs)."""
     name = settings["name"] or default_name()
     folder = RunFolder(check_location(settings["results_dir"], name), resume=False)
@@ -44,32 +45,31 @@ def launch(*, kind, prog, module, argv, settings, space, trials, make_tuner, ext
     info = {"kind": kind, "name": name, "command": command_line(module, argv), "argv": argv,
             "space": space, "settings": settings, "n_trials": trials[0], "total_epochs": trials[1],
             **(extra or {})}
-    return _run(prog, module, folder, settings, info, data, make_tuner)
+    return _run(prog, module, folder, settings, info, data, make_tuner, finish)
 
 
-def resume(*, prog, module, argv, settings, make_tuner=None, update_info=None) -> int:
+def resume(*, prog, module, argv, settings, make_tuner=None, info=None, finish=None) -> int:
     """Continue run --name: finished trials are never rerun; a finished run exits 0."""
     if not settings["name"]:
         raise SweepError("--resume needs --name NAME of the run to continue")
     folder = RunFolder(check_location(settings["results_dir"], settings["name"]), resume=True)
     folder.require_existing()
-    info = folder.read_info()
+    info = info or folder.read_info()
     done, total = folder.finished_trials()
     if info.get("status") == "finished" and done == total and make_tuner is None:
         print(f"run {settings['name']!r} is already finished ({done} trials); nothing to do")
         return 0
     given = {k: v for k, v in settings.items() if k in RESUMABLE and v != cli.COMMON_DEFAULTS.get(k)}
     settings = {**info["settings"], **given, "resume": True}
-    info = update_info(info, settings) if update_info else info
     data = load_cifar10(cli.data_dir_for(settings), download=bool(settings["download"]))
     folder.open()
     info["argv_resume"] = argv
-    return _run(prog, module, folder, settings, info, data, make_tuner)
+    return _run(prog, module, folder, settings, info, data, make_tuner, finish)
 
 
-def _run(prog, module, folder, settings, info, data, make_tuner) -> int:
+def _run(prog, module, folder, settings, info, data, make_tuner, finish=None) -> int:
     status = run_sweep(folder=folder, settings=settings, info=info, make_tuner=make_tuner,
-                       data_arrays=data.to_numpy())
+                       data_arrays=data.to_numpy(), finish=finish)
     name = os.path.basename(folder.path)
     print(f"results: {folder.path}")
     if status != "finished":
@@ -107,12 +107,14 @@ def trainable_for(settings: dict, data_arrays: dict):
 def run_config(folder: RunFolder, settings: dict, info: dict, ray_dir: str = RAY_DIR):
     return tune.RunConfig(
         name=ray_dir, storage_path=folder.path, verbose=0,
-        callbacks=[Recorder(folder.path), Progress(info["n_trials"], info["total_epochs"])],
+        callbacks=[Recorder(folder.path),
+                   Progress(info.get("session_trials", info["n_trials"]), info["total_epochs"])],
         failure_config=tune.FailureConfig(max_failures=settings["max_failures"]),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
 
-def run_sweep(*, folder: RunFolder, settings: dict, info: dict, make_tuner, data_arrays: dict) -> str:
+def run_sweep(*, folder: RunFolder, settings: dict, info: dict, make_tuner, data_arrays: dict,
+              finish=None) -> str:
     """Run (or restore) the sweep in `folder`; returns "finished" or "interrupted"."""
     start_ray(settings["address"])
     try:
@@ -128,6 +130,8 @@ def run_sweep(*, folder: RunFolder, settings: dict, info: dict, make_tuner, data
         tuner.fit()
         done, total = folder.finished_trials()
         status = "finished" if done == total >= info["n_trials"] else "interrupted"
+        if finish:
+            finish(info)
         _ending(folder, info, status, time.monotonic() - started)
         return status
     finally:

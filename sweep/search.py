@@ -1,0 +1,257 @@
+"""`python -m sweep.search`: an Optuna study (seeded TPE) over lr and λ, run through Ray Tune.
+
+The same trainable, flags, results layout and progress display as the grid. lr is searched
+log-uniformly, λ too for l1/l2 trials; categorical axes are fixed by the grid's flags, or searched
+when named in --search-axes. ASHA stops weak trials per epoch (--no-prune turns it off). The study
+lives in the run folder (Optuna journal file) or in --storage URL, so `optuna-dashboard` can open
+it and `--resume --name X` keeps adding trials to it.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+from cifar_core.config import ConfigError, TrialConfig
+from cifar_core.data import DataError
+
+from . import cli
+from .runfolder import SweepError
+from .space import AXES, SEARCH_RANGES, SEARCHABLE_CATEGORICALS, canonical_trial
+
+PROG = "python -m sweep.search"
+FIXED_DEFAULTS = {"transform": "augment+normalize", "model": "baseline", "regulariser": "l2",
+                  "optimiser": "adam", "final_relu": True, "data_fraction": 1.0}
+DEFAULTS = {**cli.COMMON_DEFAULTS, **{axis: None for axis in AXES}, "n_trials": 20,
+            "search_axes": "", "lr_range": None, "lam_range": None, "no_prune": False,
+            "storage": None, "sampler_seed": 0, "grace_epochs": 1}
+JOURNAL = "study.journal"
+
+
+def build_parser():
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    cli.add_common(p)
+    p.add_argument("--n-trials", type=int, help="trials to run (default 20; on --resume: more)")
+    p.add_argument("--search-axes", metavar="A,B", help="categorical axes to search too: "
+                   + ", ".join(SEARCHABLE_CATEGORICALS) + " (their flag lists give the choices)")
+    p.add_argument("--lr-range", metavar="LO:HI", help="log-uniform lr range (default 1e-5:1e-1)")
+    p.add_argument("--lam-range", metavar="LO:HI", help="log-uniform λ range (default 1e-6:1e-1)")
+    p.add_argument("--no-prune", action="store_true", default=None, help="no ASHA early stopping")
+    p.add_argument("--grace-epochs", type=int, help="epochs before ASHA may stop a trial (default 1)")
+    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://... or sqlite:///s.db "
+                   f"(default: journal file {JOURNAL} in the run folder)")
+    p.add_argument("--sampler-seed", type=int, help="TPE sampler seed (default 0)")
+    return p
+
+
+def parse_range(key: str, text, default: tuple) -> tuple[float, float]:
+    """'LO:HI' as a positive, increasing pair (log scale), or SweepError naming the flag."""
+    if text is None:
+        return default
+    flag = f"--{key.replace('_', '-')}"
+    try:
+        lo, hi = (float(v) for v in str(text).split(":"))
+    except ValueError:
+        raise SweepError(f"{flag}={text!r} is not allowed; use LO:HI, e.g. 1e-5:1e-1") from None
+    if not (0 < lo < hi) or hi == float("inf"):
+        raise SweepError(f"{flag}={text!r} is not allowed; need 0 < LO < HI on a log scale")
+    return lo, hi
+
+
+def build_space(settings: dict) -> dict:
+    """The search space as data: categorical choices, fixed values, ranges."""
+    searched = cli.as_list(settings["search_axes"])
+    bad = [a for a in searched if a not in SEARCHABLE_CATEGORICALS]
+    if bad:
+        raise SweepError(f"--search-axes={bad[0]!r} is not allowed; choose from "
+                         + ", ".join(SEARCHABLE_CATEGORICALS))
+    choices, fixed = {}, {}
+    for axis in (*SEARCHABLE_CATEGORICALS, "data_fraction"):
+        given = cli.as_list(settings[axis]) if settings[axis] is not None else None
+        if axis in searched:
+            probe = given or _all_values(axis)
+            choices[axis] = sorted({str(canonical_trial({axis: v})[axis]) for v in probe})
+        elif given and len(given) > 1:
+            raise SweepError(f"--{axis.replace('_', '-')} has {len(given)} values; a search fixes "
+                             f"it to one unless it is named in --search-axes")
+        else:
+            fixed[axis] = canonical_trial({axis: given[0] if given else FIXED_DEFAULTS[axis]})[axis]
+    for axis in ("lr", "lam"):
+        if settings[axis] is not None:
+            raise SweepError(f"--{axis} is searched; set its range with --{axis}-range LO:HI")
+    cli.check_positive(settings, "epochs", "batch_size", "n_trials", "max_concurrent", "grace_epochs")
+    TrialConfig(epochs=settings["epochs"], batch_size=settings["batch_size"])
+    return {"choices": choices, "fixed": fixed, "epochs": settings["epochs"],
+            "batch_size": settings["batch_size"], "seed": 0,
+            "lr_range": parse_range("lr_range", settings["lr_range"], SEARCH_RANGES["lr"]),
+            "lam_range": parse_range("lam_range", settings["lam_range"], SEARCH_RANGES["lam"])}
+
+
+def _all_values(axis: str) -> list:
+    from cifar_core import config
+
+    return {"transform": config.TRANSFORMS, "model": config.MODELS, "final_relu": [True, False],
+            "regulariser": config.REGULARISERS, "optimiser": config.OPTIMISERS}[axis]
+
+
+def define_by_run(trial, space: dict) -> dict:
+    """Optuna define-by-run: sample the searched axes; return the constants of this trial."""
+    values = {a: trial.suggest_categorical(a, c) for a, c in space["choices"].items()}
+    trial.suggest_float("lr", *space["lr_range"], log=True)
+    regulariser = values.get("regulariser", space["fixed"].get("regulariser"))
+    constants = {k: space[k] for k in ("epochs", "batch_size", "seed")} | space["fixed"]
+    if regulariser in ("l1", "l2"):
+        trial.suggest_float("lam", *space["lam_range"], log=True)
+    else:
+        constants["lam"] = 0.0
+    return constants
+
+
+def open_storage(settings: dict, run_path: str):
+    """(storage factory, URL or None). An unreachable URL is a SweepError before Ray starts; the
+    default journal file is created on first use, once the run folder exists."""
+    import optuna
+    from optuna.storages import JournalStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from optuna.storages.journal import JournalFileBackend
+
+    url = settings["storage"]
+    if not url:
+        journal = functools.cache(lambda: JournalStorage(JournalFileBackend(
+            os.path.join(run_path, JOURNAL))))
+        return journal, None
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        storage.get_all_studies()
+    except Exception as err:  # noqa: BLE001 - any driver error means the same to the user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SweepError(f"--storage={url!r} cannot be reached: {first}") from None
+    return (lambda: storage), url
+
+
+def make_tuner_factory(settings: dict, space: dict, storage, study_name: str, n_trials: int):
+    """A function (trainable, run_config) -> Tuner for this study."""
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from . import tuning
+
+    def make_tuner(trainable, run_config):
+        searcher = OptunaSearch(space=functools.partial(define_by_run, space=space),
+                                metric="test_acc", mode="max", study_name=study_name,
+                                sampler=TPESampler(seed=settings["sampler_seed"]), storage=storage())
+        limited = ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"] or 2)
+        scheduler = None if settings["no_prune"] else ASHAScheduler(
+            time_attr="training_iteration", max_t=space["epochs"],
+            grace_period=min(settings["grace_epochs"], space["epochs"]), reduction_factor=2)
+        config = tuning.tune_config({**settings, "max_concurrent": None}, search_alg=limited,
+                                    scheduler=scheduler, num_samples=n_trials,
+                                    metric="test_acc", mode="max")
+        return tune.Tuner(trainable, tune_config=config, run_config=run_config)
+
+    return make_tuner
+
+
+def best_of(storage, study_name: str) -> dict | None:
+    """The study's best trial as {"params", "value", "metric", "number"}, or None."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage())
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    return {"params": best.params, "value": best.value, "metric": "test_acc", "number": best.number,
+            "n_study_trials": len(study.trials)}
+
+
+def finish_hook(storage, study_name: str):
+    def finish(info: dict) -> None:
+        info["best"] = best_of(storage, study_name)
+        if info["best"]:
+            params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in info["best"]["params"].items())
+            print(f"best: test acc {100 * info['best']['value']:.2f}% with {params}")
+    return finish
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        settings = cli.merge_settings(args, DEFAULTS)
+        if settings["resume"]:
+            return _resume(settings, argv)
+        if settings["smoke"]:
+            settings.update(n_trials=2, epochs=1, data_fraction=0.02)
+        space = build_space(settings)
+        return _launch(settings, argv, space)
+    except (SweepError, ConfigError, DataError) as err:
+        return cli.fail(PROG, err)
+
+
+def _launch(settings, argv, space) -> int:
+    from . import tuning
+    from .runfolder import check_location, default_name
+
+    settings["name"] = settings["name"] or default_name()
+    path = check_location(settings["results_dir"], settings["name"])
+    storage, url = open_storage(settings, path)  # an unreachable URL fails before Ray starts
+    n = settings["n_trials"]
+    extra = {"search": {"n_trials": n, "sampler": f"TPESampler(seed={settings['sampler_seed']})",
+                        "pruner": "none" if settings["no_prune"] else
+                        f"ASHA(grace={settings['grace_epochs']}, reduction=2)",
+                        "storage": url or JOURNAL, "study_name": settings["name"]}}
+    return tuning.launch(kind="search", prog=PROG, module="sweep.search", argv=argv,
+                         settings=settings, space=space, trials=(n, n * space["epochs"]),
+                         make_tuner=make_tuner_factory(settings, space, storage, settings["name"], n),
+                         extra=extra, finish=finish_hook(storage, settings["name"]))
+
+
+def _resume(settings, argv) -> int:
+    """Add trials to the same study in a fresh Ray experiment; finished trials stay as they are."""
+    from . import tuning
+    from .recorder import TERMINAL, read_csv, write_csv, TRIAL_COLUMNS
+    from .runfolder import RunFolder, check_location
+
+    if not settings["name"]:
+        raise SweepError("--resume needs --name NAME of the run to continue")
+    folder = RunFolder(check_location(settings["results_dir"], settings["name"]), resume=True)
+    folder.require_existing()
+    info = folder.read_info()
+    rows = read_csv(os.path.join(folder.path, "trials.csv"))
+    done = sum(r["status"] in TERMINAL for r in rows)
+    asked = args_n_trials(argv)
+    more = asked if asked is not None else max(info["search"]["n_trials"] - done, 0)
+    if more == 0:
+        print(f"run {settings['name']!r} is already finished ({done} trials); add more with "
+              "--n-trials N")
+        return 0
+    saved = {**info["settings"], **{k: v for k, v in settings.items() if k in tuning.RESUMABLE
+                                    and v != cli.COMMON_DEFAULTS.get(k)}}
+    storage, _ = open_storage(saved, folder.path)
+    for row in rows:  # trials cut off with the last session are not rerun: record them as errors
+        row["status"] = row["status"] if row["status"] in TERMINAL else "error"
+    write_csv(os.path.join(folder.path, "trials.csv"), TRIAL_COLUMNS, rows)
+    space = info["space"]
+    session = len(info.get("resumed_at", [])) + 2
+    info.update(n_trials=done + more, session_trials=more, total_epochs=more * space["epochs"],
+                ray_dir=f"ray-{session}")
+    info["search"]["n_trials"] = done + more
+    return tuning.resume(prog=PROG, module="sweep.search", argv=argv, settings=settings,
+                         make_tuner=make_tuner_factory(saved, space, storage, info["name"], more),
+                         info=info, finish=finish_hook(storage, info["name"]))
+
+
+def args_n_trials(argv: list[str]) -> int | None:
+    """--n-trials as given on this command line (a resume adds that many), else None."""
+    parsed = build_parser().parse_args(argv)
+    return parsed.n_trials
+
+
+if __name__ == "__main__":
+    sys.exit(main())

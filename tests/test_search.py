@@ -1,0 +1,109 @@
+"""sweep.search: bad input before Ray, and a seeded Optuna study through the shared trainable."""
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweep import search
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_search(*args, data_dir, timeout=600):
+    env = {"PATH": "/usr/bin:/bin", "CIFAR10_DIR": str(data_dir), "HOME": str(Path.home())}
+    return subprocess.run([sys.executable, "-m", "sweep.search", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--lr-range", "1e-1:1e-5"], ["--lr-range", "0 < LO < HI"]),
+    (["--lr-range", "1e-3:1e-3"], ["--lr-range"]),
+    (["--lam-range", "0:1e-1"], ["--lam-range", "log scale"]),
+    (["--lam-range", "abc"], ["--lam-range", "LO:HI"]),
+    (["--search-axes", "transform,colour"], ["--search-axes", "'colour'"]),
+    (["--transform", "none,normalize"], ["--transform", "--search-axes"]),
+    (["--lr", "1e-3"], ["--lr", "--lr-range"]),
+    (["--n-trials", "0"], ["--n-trials", ">= 1"]),
+    (["--storage", "postgresql://nobody@127.0.0.1:1/none"], ["--storage", "cannot be reached"]),
+])
+def test_bad_input_is_one_line_exit_2_before_ray(tmp_path, tiny_cifar_dir, capsys, args, words):
+    code = search.main(["--results-dir", str(tmp_path), "--name", "x", "--data-dir",
+                        str(tiny_cifar_dir), *args])
+    out, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(w in err for w in words), err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_space_is_data_and_lam_only_for_penalised_trials():
+    import optuna
+
+    settings = {**search.DEFAULTS, "search_axes": "regulariser"}
+    space = search.build_space(settings)
+    assert space["choices"] == {"regulariser": ["l1", "l2", "none"]}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        constants = search.define_by_run(trial, space)
+        reg = trial.params["regulariser"]
+        seen.add(reg)
+        assert ("lam" in trial.params) == (reg != "none")
+        assert constants.get("lam") == (0.0 if reg == "none" else None)
+        assert 1e-5 <= trial.params["lr"] <= 1e-1
+        study.tell(trial, 0.5)
+    assert seen == {"l1", "l2", "none"}
+
+
+def test_search_and_grid_share_one_trainable():
+    from sweep import grid, tuning
+    from sweep.trainable import train_trial
+
+    assert "train_trial" in inspect.getsource(tuning.trainable_for)
+    for module in (search, grid):
+        source = inspect.getsource(module)
+        assert "def train_trial" not in source and "fit(" not in source
+    assert "fit(" in inspect.getsource(train_trial)
+
+
+@pytest.mark.ray
+def test_seeded_search_prunes_records_and_resumes(tmp_path, tiny_cifar_dir):
+    """8 tiny trials: distinct lr/λ, ASHA prunes some, run.json has the best; resume adds 2."""
+    common = ["--results-dir", tmp_path, "--name", "study", "--batch-size", "64",
+              "--max-concurrent", "2", "--sampler-seed", "7"]
+    first = run_search(*common, "--n-trials", "8", "--epochs", "4", "--lr-range", "1e-6:1",
+                       data_dir=tiny_cifar_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "study"
+    trials = rows(run / "trials.csv")
+    assert len(trials) == 8
+    assert len({t["lr"] for t in trials}) == 8 and len({t["lam"] for t in trials}) == 8
+    statuses = [t["status"] for t in trials]
+    assert "pruned" in statuses, statuses  # a 1e-6..1 lr range makes weak trials for ASHA
+    assert set(statuses) <= {"completed", "pruned", "diverged"}
+    for t in trials:
+        done = [e for e in rows(run / "epochs.csv") if e["trial_id"] == t["trial_id"]]
+        assert len(done) == int(t["epochs_done"]) and (t["status"] != "pruned" or len(done) < 4)
+    info = json.loads((run / "run.json").read_text())
+    assert info["kind"] == "search" and info["status"] == "finished"
+    assert set(info["best"]["params"]) == {"lr", "lam"} and 0 <= info["best"]["value"] <= 1
+    assert "best: test acc" in first.stdout and (run / "study.journal").exists()
+
+    again = run_search(*common, "--resume", "--n-trials", "2", data_dir=tiny_cifar_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = rows(run / "trials.csv")
+    assert len(after) == 10
+    assert after[:8] == trials  # no finished trial was rerun or rewritten
+    info = json.loads((run / "run.json").read_text())
+    assert info["best"]["n_study_trials"] == 10  # the same Optuna study kept growing
