@@ -81,10 +81,11 @@ def penalty(model: torch.nn.Module, cfg: TrialConfig) -> torch.Tensor:
 
 
 def fit(cfg: TrialConfig, data: CifarData, device=None, *, threads: int | None = None,
-        state: TrainState | None = None, channels_last: bool = False) -> Iterator[EpochResult]:
+        state: TrainState | None = None, channels_last: bool = True) -> Iterator[EpochResult]:
     """Train cfg.epochs epochs (continuing from `state.epoch`), yielding one result each.
 
-    A NaN/inf loss ends training with a last result whose status is "diverged".
+    A NaN/inf loss ends training with a last result whose status is "diverged". channels_last is
+    the default: on this CPU it trains the seed net ~35% faster than NCHW (benchmarks/).
     """
     device = resolve_device(device)
     if threads:

@@ -30,7 +30,7 @@ class Execution:
 
     threads: int = 1
     device: str | None = None
-    channels_last: bool = False
+    channels_last: bool = True
 
 
 def train_trial(config: dict, data: dict, execution: Execution = Execution()) -> None:
