@@ -36,26 +36,36 @@ class AugmentParams(NamedTuple):
     sharpen: torch.Tensor
 
 
-def _mask_images(mask: torch.Tensor) -> torch.Tensor:
-    """A (B,) bool mask shaped to broadcast over (B, C, H, W)."""
-    return mask.view(-1, 1, 1, 1)
+def _where_(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
+    """x with fn applied to the images where mask is true, in place (x must be ours to change).
+
+    Gathering only the selected images beats torch.where over the whole batch on CPU (~2x here):
+    fn runs on the p-share of images that need it, and nothing else is copied.
+    """
+    index = mask.nonzero().squeeze(1)
+    if index.numel():
+        x.index_copy_(0, index, fn(x.index_select(0, index)))
+    return x
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(dim=1)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1).expand_as(x)
 
 
 def grayscale(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """TF.rgb_to_grayscale(img, num_output_channels=3) on the images where mask is true."""
-    r, g, b = x.unbind(dim=1)
-    gray = (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1).expand_as(x)
-    return torch.where(_mask_images(mask), gray, x)
+    return _where_(x.clone(), mask, _gray)
 
 
 def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """TF.hflip on the images where mask is true."""
-    return torch.where(_mask_images(mask), x.flip(-1), x)
+    return _where_(x.clone(), mask, lambda s: s.flip(-1))
 
 
 def vflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """TF.vflip on the images where mask is true."""
-    return torch.where(_mask_images(mask), x.flip(-2), x)
+    return _where_(x.clone(), mask, lambda s: s.flip(-2))
 
 
 def _rotation_theta(angles_deg: torch.Tensor) -> torch.Tensor:
@@ -93,7 +103,12 @@ def rotate(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_sharpness(x: torch.Tensor, factor: float, mask: torch.Tensor) -> torch.Tensor:
-    """TF.adjust_sharpness(img, factor) on the images where mask is true (factor < 1 blurs).
+    """TF.adjust_sharpness(img, factor) on the images where mask is true (factor < 1 blurs)."""
+    return _where_(x.clone(), mask, lambda s: _sharpen(s, factor))
+
+
+def _sharpen(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """TF.adjust_sharpness(img, factor) on every image of x.
 
     torchvision blends x with a [[1,1,1],[1,5,1],[1,1,1]]/13 depthwise conv2d of its interior
     (border pixels kept). Shifted sums and the blend regrouped into one multiply-add give the same
@@ -108,15 +123,19 @@ def adjust_sharpness(x: torch.Tensor, factor: float, mask: torch.Tensor) -> torc
     # factor*c + (1-factor)*(box + 4c)/13, regrouped
     blended = box.mul_((1.0 - factor) / 13).add_(centre, alpha=factor + 4 * (1.0 - factor) / 13)
     out = x.clone()
-    out[..., 1:-1, 1:-1] = torch.where(_mask_images(mask), blended.clamp_(0, 1), centre)
+    out[..., 1:-1, 1:-1] = blended.clamp_(0, 1)
     return out
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """TF.normalize(x, MEAN, STD): per-channel (x - mean) / std."""
+    return _normalize_(x.clone())
+
+
+def _normalize_(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return x.sub_(mean).div_(std)
 
 
 def draw_params(batch: int, generator: torch.Generator | None, device: torch.device | str) -> AugmentParams:
@@ -129,11 +148,11 @@ def draw_params(batch: int, generator: torch.Generator | None, device: torch.dev
 
 def apply_params(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
     """The seed's five augmentations, in its order, with the given per-image parameters."""
-    x = grayscale(x, p.gray)
-    x = hflip(x, p.hflip)
-    x = vflip(x, p.vflip)
-    x = rotate(x, p.angles)
-    return adjust_sharpness(x, SHARPNESS_FACTOR, p.sharpen)
+    x = _where_(x.clone(), p.gray, _gray)
+    x = _where_(x, p.hflip, lambda s: s.flip(-1))
+    x = _where_(x, p.vflip, lambda s: s.flip(-2))
+    x = rotate(x, p.angles)  # a new tensor: the in-place sharpening below cannot touch the input
+    return _where_(x, p.sharpen, lambda s: _sharpen(s, SHARPNESS_FACTOR))
 
 
 def augment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -152,16 +171,16 @@ def _to_float(x_uint8: torch.Tensor, transform: str) -> torch.Tensor:
 
 def train_batch(x_uint8: torch.Tensor, transform: str, generator: torch.Generator | None) -> torch.Tensor:
     """A training batch: /255, augmentation if the level has it, normalisation last if it has it."""
-    x = _to_float(x_uint8, transform)
+    x = _to_float(x_uint8, transform)  # a new tensor, ours to change in place
     if "augment" in transform:
         x = augment(x, generator)
-    return normalize(x) if "normalize" in transform else x
+    return _normalize_(x) if "normalize" in transform else x
 
 
 def test_batch(x_uint8: torch.Tensor, transform: str) -> torch.Tensor:
     """An evaluation batch: /255 and normalisation if the level has it; never augments."""
     x = _to_float(x_uint8, transform)
-    return normalize(x) if "normalize" in transform else x
+    return _normalize_(x) if "normalize" in transform else x
 
 
 test_batch.__test__ = False  # a test module that imports it by name must not have pytest collect it
