@@ -1,0 +1,143 @@
+"""`python -m benchmarks [--quick] [--only throughput,overhead,memory] [--out FILE.json]`.
+
+Runs the selected benchmarks one after another on the real CIFAR-10 (--data-dir, else
+$CIFAR10_DIR), prints their tables on stdout (progress goes to stderr) and writes every figure,
+with the machine, versions and load averages, to --out (default benchmarks/results.json;
+benchmarks/results-quick.json with --quick, so a smoke run never overwrites real figures).
+Run it on an otherwise idle machine: the figures are wall-clock speeds.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+DEFAULT_THREADS = torch.get_num_threads()  # before anything sets it: the seed loop's count
+
+from cifar_core.data import DataError, load_cifar10, resolve_data_dir  # noqa: E402
+
+from . import memory, report, sweep_overhead, throughput  # noqa: E402
+
+SECTIONS = ("throughput", "overhead", "memory")
+HERE = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The sizes one invocation runs (execution settings, never trial hyperparameters)."""
+
+    images: int | None  # throughput training images; None = all 50 000
+    repeats: int
+    overhead_grid: dict
+    overhead_fraction: float
+    memory_grid: dict
+    memory_epochs: int
+    memory_fraction: float
+
+
+FULL = Plan(images=None, repeats=1, overhead_grid=sweep_overhead.FULL_GRID, overhead_fraction=0.2,
+            memory_grid=memory.FULL_GRID, memory_epochs=2, memory_fraction=1.0)
+QUICK = Plan(images=2048, repeats=1, overhead_grid=sweep_overhead.QUICK_GRID,
+             overhead_fraction=0.02, memory_grid=memory.FULL_GRID, memory_epochs=1,
+             memory_fraction=0.05)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke check, not figures")
+    p.add_argument("--only", default=",".join(SECTIONS), help="comma list of " + ", ".join(SECTIONS))
+    p.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, else ./data)")
+    p.add_argument("--out", help="JSON file for every figure")
+    p.add_argument("--images", type=int, help="cap the throughput epoch at N training images")
+    p.add_argument("--data-fraction", type=float, help="the overhead grid's data fraction (0.2)")
+    p.add_argument("--repeats", type=int, help="throughput measurements per set-up (median; 1)")
+    return p
+
+
+def plan_for(args, parser: argparse.ArgumentParser) -> Plan:
+    """The --quick or full plan with the flags' overrides; a bad value is a one-line error."""
+    for flag, value in (("--images", args.images), ("--repeats", args.repeats)):
+        if value is not None and value < 1:
+            parser.error(f"{flag}={value} is not allowed; use an integer >= 1")
+    if args.data_fraction is not None and not 0 < args.data_fraction <= 1:
+        parser.error(f"--data-fraction={args.data_fraction} is not allowed; use a number in (0, 1]")
+    plan = QUICK if args.quick else FULL
+    given = {"images": args.images, "overhead_fraction": args.data_fraction, "repeats": args.repeats}
+    return dataclasses.replace(plan, **{k: v for k, v in given.items() if v is not None})
+
+
+def machine_info() -> dict:
+    versions = {pkg: _version(pkg) for pkg in ("torchvision", "ray", "numpy", "pillow")}
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "torch": torch.__version__, "torch_default_threads": DEFAULT_THREADS, **versions,
+            "load_average_start": os.getloadavg()}
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def run_section(name: str, plan: Plan, data, data_dir: str) -> dict:
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"== {name}")
+    if name == "throughput":
+        return throughput.measure_throughput(data, images=plan.images, seed_threads=DEFAULT_THREADS,
+                                             repeats=plan.repeats, log=log)
+    if name == "overhead":
+        return sweep_overhead.measure_overhead(grid=plan.overhead_grid, data_dir=data_dir,
+                                               fraction=plan.overhead_fraction, log=log)
+    return memory.measure_memory(grid=plan.memory_grid, epochs=plan.memory_epochs,
+                                 fraction=plan.memory_fraction, data_dir=data_dir, log=log)
+
+
+def write_json(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if not only or set(only) - set(SECTIONS):
+        parser.error(f"--only={args.only!r}: choose from {', '.join(SECTIONS)}")
+    plan, start = plan_for(args, parser), time.monotonic()
+    out = Path(args.out) if args.out else HERE / ("results-quick.json" if args.quick else "results.json")
+    data_dir = str(resolve_data_dir(args.data_dir))
+    try:
+        data = load_cifar10(data_dir)
+    except DataError as err:
+        print(f"python -m benchmarks: error: {err}", file=sys.stderr)
+        return 2
+    results = {"command": shlex.join(["python", "-m", "benchmarks", *argv]), "quick": args.quick,
+               "plan": dataclasses.asdict(plan), "data_dir": data_dir, "machine": machine_info()}
+    for name in (s for s in SECTIONS if s in only):  # fixed order, whatever --only's order
+        results[name] = run_section(name, plan, data, data_dir)
+        write_json(results, out)  # after each section: a later failure keeps what was measured
+    results["machine"]["load_average_end"] = os.getloadavg()
+    results["seconds"] = time.monotonic() - start
+    write_json(results, out)
+    print(report.render(results), end="")
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

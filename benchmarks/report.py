@@ -1,0 +1,96 @@
+"""The benchmark's results as plain-text tables (pure: a results dict in, a string out)."""
+from __future__ import annotations
+
+MB = 1e6
+
+
+def table(header: list[str], rows: list[list], right: set[int] = frozenset()) -> str:
+    """Columns padded to their widest cell; indices in `right` are right-aligned."""
+    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in cells]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def render(results: dict) -> str:
+    parts = [render_machine(results)]
+    for key, fn in (("throughput", render_throughput), ("overhead", render_overhead),
+                    ("memory", render_memory)):
+        if key in results:
+            parts.append(fn(results[key]))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_machine(results: dict) -> str:
+    m = results["machine"]
+    end = m.get("load_average_end")
+    return (f"Machine: {m['cpu_count']} CPUs, torch {m['torch']} (default {m['torch_default_threads']} "
+            f"threads), torchvision {m['torchvision']}, ray {m['ray']}; load average "
+            f"{_load(m['load_average_start'])} at start, {_load(end) if end else '-'} at end"
+            + ("  [--quick: smoke sizes, not figures]" if results.get("quick") else ""))
+
+
+def _load(values) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
+def render_throughput(t: dict) -> str:
+    head = (f"(a) Train throughput: baseline net, Adam 1e-3, batch 256, final ReLU, 1 epoch over "
+            f"{t['images']:,} training images, train loop only; median of {t['repeats']}")
+    rows = [[r["transform"], r["name"], f"{r['images_per_second']:,.0f}", f"{r['vs_seed']:.2f}x"]
+            for r in t["rows"]]
+    lines = [head, table(["transform", "set-up", "img/s", "vs seed"], rows, right={2, 3})]
+    for transform, w in t["winners"].items():
+        lines.append(f"{transform}: threads vs trials -> {w['winner']} wins "
+                     f"(concurrent / best one-trial {w['threads']} threads = "
+                     f"{w['concurrent_over_threaded']:.2f}x); fastest single trial: "
+                     f"{w['fastest_single_trial']}")
+    return "\n".join(lines)
+
+
+def render_overhead(o: dict) -> str:
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    sec = lambda v: "-" if v is None else f"{v:.1f} s"  # noqa: E731
+    rows = [
+        ["wall time of python -m sweep.grid", sec(o["wall_s"])],
+        ["in-trial time (sum of epoch seconds)", sec(o["in_trial_s"])],
+        ["  of which training", sec(o["in_trial_training_s"])],
+        [f"overhead = 1 - in-trial / (wall x {o['concurrent']})", pct(o["overhead"])],
+        ["tuner.fit time (run.json)", sec(o["tune_fit_s"])],
+        [f"overhead inside tuner.fit = 1 - in-trial / (tuner.fit x {o['concurrent']})",
+         pct(o["overhead_inside_tune_fit"])],
+        ["launch -> tuner.fit starts (imports, data, ray.init; +-1 s)", sec(o["before_tune_fit_s"])],
+        ["launch -> first trial running", sec(o["startup_s"])],
+        ["tear-down: all trials done -> exit", sec(o["teardown_s"])],
+        ["mean in-trial time per trial", sec(o["mean_trial_s"])],
+    ]
+    head = (f"(b) Sweep overhead: {o['trials']} trials x 1 epoch, {o['concurrent']} at once, "
+            f"statuses {o['statuses']}")
+    return head + "\n" + table(["figure", "value"], rows, right={1})
+
+
+def render_memory(m: dict) -> str:
+    runs = m["runs"]
+    rows = [[f"{c} trial{'s' if c != '1' else ''} at once", _mb(r["peak_pss"]), _mb(r["peak_rss"]),
+             _mb(r["at_peak_pss"]["pss_shmem"]), _mb(r["at_peak_pss"]["pss_anon"]),
+             r["max_trial_workers"], r["samples"]] for c, r in runs.items()]
+    rows.append(["difference (2 - 1)", _mb(m["growth_pss"], "+"), _mb(m["growth_peak_rss"], "+"),
+                 _mb(m["growth_pss_shmem"], "+"), _mb(m["growth_pss_anon"], "+"), "", ""])
+    head = (f"(c) Resident memory: driver + all descendants, sampled every {m['sample_every_s']} s; "
+            f"dataset {m['dataset_bytes'] / MB:.0f} MB (60 000 x 3 x 32 x 32 uint8)")
+    body = table(["run", "peak PSS", "peak RSS", "store PSS", "anon PSS", "trials", "samples"],
+                 rows, right={1, 2, 3, 4, 5, 6})
+    floor = m["worker_import_floor"]["pss_anon"]
+    return "\n".join([head, body, f"a trial worker's import floor (private): {_mb(floor)}",
+                      m["verdict"], "at the 2-trial peak:", _processes(runs["2"]["peak_processes"])])
+
+
+def _processes(rows: list[dict]) -> str:
+    top = [[r["label"], _mb(r["pss"]), _mb(r["uss"]), _mb(r["rss"]), _mb(r["rss_shmem"])]
+           for r in rows[:6]]
+    return table(["process", "PSS", "USS", "RSS", "shm RSS"], top, right={1, 2, 3, 4})
+
+
+def _mb(n: float, sign: str = "") -> str:
+    return f"{n / MB:{sign},.0f} MB"

@@ -1,0 +1,69 @@
+"""Sweep overhead: how much of a Ray Tune grid's wall time is not spent inside trials.
+
+Runs `python -m sweep.grid` on a 16-trial grid (4 transforms x 2 models x 2 optimisers, 1 epoch,
+`--data-fraction D`, 2 trials at once) in a temp folder, then
+
+    overhead = 1 - (sum over trials of epochs.csv `seconds`) / (wall seconds x concurrent trials)
+
+where `seconds` is a trial's epoch, training plus evaluation, and the wall is the subprocess's,
+Python start-up and data loading included. The same ratio inside `tuner.fit` (run.json's
+`wall_seconds`), the time before `tuner.fit` (imports, data, `ray.init`; run.json's `started_at`,
+to the second), until the first trial runs (progress lines) and after the last one ends split it
+up. Run through `python -m benchmarks --only overhead`.
+"""
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+
+from cifar_core.config import TRANSFORMS
+
+from .sweeps import GridRun, grid_argv, progress_times, run_grid
+
+FULL_GRID = {"transforms": TRANSFORMS, "models": ("baseline", "dropout"),
+             "optimisers": ("adam", "sgd")}  # 16 trials
+QUICK_GRID = {"transforms": ("none", "augment+normalize"), "models": ("baseline",),
+              "optimisers": ("adam", "sgd")}  # 4 trials
+CONCURRENT = 2
+
+
+def measure_overhead(*, grid: dict, fraction: float, data_dir: str | None,
+                     concurrent: int = CONCURRENT, log=print) -> dict:
+    """Run the grid once and return its overhead figures."""
+    argv = grid_argv(**grid, epochs=1, fraction=fraction, max_concurrent=concurrent,
+                     data_dir=data_dir)
+    log(f"  python -m sweep.grid {' '.join(argv)}")
+    return summarise(run_grid(argv), concurrent)
+
+
+def summarise(run: GridRun, concurrent: int) -> dict:
+    """The overhead figures of a finished grid run (pure: reads only `run`)."""
+    cpus = run.info.get("hardware", {}).get("cluster_resources", {}).get("CPU", concurrent)
+    slots = min(concurrent, int(cpus))
+    in_trial = sum(float(r["seconds"]) for r in run.epochs)
+    training = sum(float(r["train_seconds"]) for r in run.epochs)
+    tune_fit = float(run.info.get("wall_seconds") or 0.0)
+    times = progress_times(run.lines)
+    done = times["all_trials_done_s"]
+    return {
+        "argv": run.argv, "trials": len(run.trials), "epochs": len(run.epochs),
+        "statuses": dict(Counter(r["status"] for r in run.trials)), "concurrent": slots,
+        "wall_s": run.wall_seconds, "in_trial_s": in_trial, "in_trial_training_s": training,
+        "overhead": _overhead(in_trial, run.wall_seconds, slots),
+        "tune_fit_s": tune_fit, "overhead_inside_tune_fit": _overhead(in_trial, tune_fit, slots),
+        "before_tune_fit_s": _seconds_after(run.info.get("started_at"), run.launched_at),
+        "startup_s": times["first_trial_running_s"],
+        "teardown_s": None if done is None else run.wall_seconds - done,
+        "mean_trial_s": in_trial / max(len(run.trials), 1),
+    }
+
+
+def _seconds_after(iso: str | None, launched_at: float) -> float | None:
+    """Seconds from launch to an ISO timestamp of run.json (whole seconds: +-1 s)."""
+    if not iso:
+        return None
+    return datetime.datetime.fromisoformat(iso).timestamp() - launched_at
+
+
+def _overhead(in_trial: float, wall: float, slots: int) -> float | None:
+    return 1 - in_trial / (wall * slots) if wall > 0 else None

@@ -1,0 +1,177 @@
+"""Train throughput: the seed-style loop against `cifar_core.train.fit`, same config, same images.
+
+Every set-up trains the baseline net (Adam lr 1e-3, batch 256, final ReLU) for one epoch over the
+same training images and reports train images / train seconds (evaluation is not timed; the test
+split is cut to EVAL_IMAGES so it costs little). Set-ups per transform level:
+
+* seed: `benchmarks.seed_loop` (PIL + per-image torchvision transforms + DataLoader, torch's
+  default thread count);
+* project: `fit(..., threads=T, channels_last=C)` for T in THREADS and C in (True, False);
+* concurrent: CONCURRENT processes (spawn) each running `fit(..., threads=1)` at once, released
+  together by a barrier; their img/s summed. This answers "threads per trial or trials at once".
+
+Run through `python -m benchmarks --only throughput`; `measure_throughput` is the entry point.
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import statistics
+import traceback
+from queue import Empty
+
+import torch
+
+from cifar_core.config import TrialConfig
+from cifar_core.data import CifarData
+from cifar_core.train import fit
+
+from .seed_loop import seed_epoch
+
+TRANSFORMS = ("none", "augment+normalize")
+THREADS = (1, 2)
+CONCURRENT = 2
+EVAL_IMAGES = 1000
+_CHILD_TIMEOUT_S = 3600
+
+
+def bench_config(transform: str) -> TrialConfig:
+    """The one trial both loops train: the seed's baseline set-up, one epoch."""
+    return TrialConfig(transform=transform, model="baseline", regulariser="none", optimiser="adam",
+                       lr=1e-3, batch_size=256, final_relu=True, epochs=1, data_fraction=1.0, seed=0)
+
+
+def cut(data: CifarData, images: int | None, *, seed: int = 0) -> CifarData:
+    """`images` training images drawn at random (seeded; all when None) and EVAL_IMAGES test ones."""
+    n = len(data.train_y) if images is None else min(images, len(data.train_y))
+    keep = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[:n]
+    keep = keep.sort().values
+    return CifarData(data.train_x[keep], data.train_y[keep],
+                     data.test_x[:EVAL_IMAGES], data.test_y[:EVAL_IMAGES])
+
+
+def project_epoch(data: CifarData, transform: str, *, threads: int, channels_last: bool) -> dict:
+    """One epoch of `cifar_core.train.fit` with this many threads and memory format."""
+    (result,) = fit(bench_config(transform), data, "cpu", threads=threads, channels_last=channels_last)
+    return {"images": len(data.train_y), "train_seconds": result.train_seconds,
+            "images_per_second": result.images_per_second}
+
+
+def concurrent_epochs(data: CifarData, transform: str, *, trials: int = CONCURRENT,
+                      channels_last: bool = True) -> dict:
+    """`trials` 1-thread fits in separate processes started together; img/s summed over them."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(trials), ctx.Queue()
+    arrays = data.to_numpy()
+    procs = [ctx.Process(target=_child, args=(arrays, transform, channels_last, barrier, queue))
+             for _ in range(trials)]
+    for proc in procs:
+        proc.start()
+    try:
+        replies = _replies(queue, procs)
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+    errors = [text for status, text in replies if status != "ok"]
+    if errors:
+        raise RuntimeError(f"a concurrent trial failed:\n{errors[0]}")
+    per_trial = [value for _, value in replies]
+    return {"images": len(data.train_y) * trials, "per_trial": per_trial,
+            "images_per_second": sum(per_trial)}
+
+
+def _replies(queue, procs) -> list[tuple[str, object]]:
+    """One reply per child; a child that died without replying is an error, not a hang."""
+    replies = []
+    while len(replies) < len(procs):
+        try:
+            replies.append(queue.get(timeout=1.0))
+        except Empty:  # nothing yet: check that the children still live
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a concurrent trial died with exit code {dead[0]}") from None
+    return replies
+
+
+def _child(arrays: dict, transform: str, channels_last: bool, barrier, queue) -> None:
+    try:
+        data = CifarData.from_numpy(arrays)
+        torch.set_num_threads(1)
+        barrier.wait(timeout=_CHILD_TIMEOUT_S)
+        result = project_epoch(data, transform, threads=1, channels_last=channels_last)
+        queue.put(("ok", result["images_per_second"]))
+    except BaseException:  # noqa: BLE001 - the parent reports it
+        queue.put(("error", traceback.format_exc()))
+
+
+@dataclasses.dataclass(frozen=True)
+class SetUp:
+    """One row of the comparison: who trains, with how many threads, layout and processes."""
+
+    name: str
+    kind: str  # seed | project | concurrent
+    threads: int
+    channels_last: bool | None = None
+    trials: int = 1
+
+
+def setups(seed_threads: int) -> list[SetUp]:
+    rows = [SetUp(f"seed loop (DataLoader, {seed_threads} thr)", "seed", seed_threads)]
+    for threads in THREADS:
+        for cl in (True, False):
+            layout = "channels_last" if cl else "NCHW"
+            rows.append(SetUp(f"fit, {threads} thr, {layout}", "project", threads, cl))
+    rows.append(SetUp(f"fit, {CONCURRENT} trials x 1 thr (sum)", "concurrent", 1, True, CONCURRENT))
+    return rows
+
+
+def run_setup(setup: SetUp, data: CifarData, transform: str) -> dict:
+    """One measurement of one set-up (the seed loop runs at its thread count, restored after)."""
+    if setup.kind == "seed":
+        before = torch.get_num_threads()
+        torch.set_num_threads(setup.threads)
+        try:
+            return seed_epoch(data, transform)
+        finally:
+            torch.set_num_threads(before)
+    if setup.kind == "project":
+        return project_epoch(data, transform, threads=setup.threads,
+                             channels_last=setup.channels_last)
+    return concurrent_epochs(data, transform, trials=setup.trials, channels_last=setup.channels_last)
+
+
+def measure_throughput(data: CifarData, *, images: int | None, seed_threads: int,
+                       transforms=TRANSFORMS, repeats: int = 1, log=print) -> dict:
+    """Every set-up x transform, `repeats` times (interleaved); medians, ratios and the winner."""
+    data = cut(data, images)
+    plan = [(t, s) for t in transforms for s in setups(seed_threads)]
+    runs: dict[tuple, list[float]] = {key: [] for key in plan}
+    for r in range(repeats):
+        for transform, setup in plan:
+            value = run_setup(setup, data, transform)["images_per_second"]
+            runs[(transform, setup)].append(value)
+            log(f"  [{r + 1}/{repeats}] {transform:<18} {setup.name:<34} {value:9.0f} img/s")
+    rows = [_row(transform, setup, runs) for transform, setup in plan]
+    return {"images": len(data.train_y), "repeats": repeats, "seed_threads": seed_threads,
+            "rows": rows, "winners": {t: winner(rows, t) for t in transforms}}
+
+
+def _row(transform: str, setup: SetUp, runs: dict) -> dict:
+    median = statistics.median(runs[(transform, setup)])
+    seed = next(v for (t, s), v in runs.items() if t == transform and s.kind == "seed")
+    return {"transform": transform, **dataclasses.asdict(setup), "images_per_second": median,
+            "runs": runs[(transform, setup)], "vs_seed": median / statistics.median(seed)}
+
+
+def winner(rows: list[dict], transform: str) -> dict:
+    """One trial with the most threads (best layout) against concurrent 1-thread trials."""
+    mine = [r for r in rows if r["transform"] == transform]
+    threaded = max((r for r in mine if r["kind"] == "project" and r["threads"] == max(THREADS)),
+                   key=lambda r: r["images_per_second"])
+    together = next(r for r in mine if r["kind"] == "concurrent")
+    best = max(threaded, together, key=lambda r: r["images_per_second"])
+    fastest = max((r for r in mine if r["trials"] == 1), key=lambda r: r["images_per_second"])
+    return {"threads": max(THREADS), "threads_per_trial": threaded["name"],
+            "concurrent_trials": together["name"], "winner": best["name"],
+            "fastest_single_trial": fastest["name"],
+            "concurrent_over_threaded": together["images_per_second"] / threaded["images_per_second"]}

@@ -1,0 +1,57 @@
+"""benchmarks/: the seed-style loop and the project loop run on tiny synthetic data and report
+their figures through the benchmark's own functions. Behaviour only, never timings."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import report, seed_loop, throughput
+from cifar_core.data import synthetic
+
+DATA = synthetic(512, 64)
+FIGURES = {"images", "train_seconds", "images_per_second"}
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """fit(threads=...) sets the process-wide thread count; give other tests theirs back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_seed_style_dataset_mirrors_torchvision_cifar10():
+    plain = seed_loop.SeedStyleCifar10(DATA, seed_loop.seed_transform("none"))
+    image, label = plain[3]
+    assert len(plain) == 512 and isinstance(label, int) and label == int(DATA.train_y[3])
+    assert torch.allclose(image, DATA.train_x[3].float() / 255)  # ToTensor of the HWC array
+    augmented, _ = seed_loop.SeedStyleCifar10(DATA, seed_loop.seed_transform("augment+normalize"))[3]
+    assert augmented.shape == (3, 32, 32) and augmented.dtype == torch.float32
+
+
+@pytest.mark.parametrize("transform", ["none", "augment+normalize"])
+def test_seed_style_epoch_reports_positive_throughput(transform):
+    result = seed_loop.seed_epoch(DATA, transform)
+    assert FIGURES | {"threads", "train_loss", "train_acc"} <= set(result)
+    assert result["images"] == 512 and result["images_per_second"] > 0
+
+
+@pytest.mark.parametrize("threads, channels_last", [(1, True), (2, False)])
+def test_project_epoch_reports_positive_throughput(threads, channels_last):
+    result = throughput.project_epoch(DATA, "augment+normalize", threads=threads,
+                                      channels_last=channels_last)
+    assert set(result) == FIGURES and result["images"] == 512 and result["images_per_second"] > 0
+
+
+def test_throughput_section_measures_every_setup_and_names_a_winner():
+    result = throughput.measure_throughput(DATA, images=256, seed_threads=1, transforms=("none",),
+                                           log=lambda _: None)
+    assert result["images"] == 256 and {"repeats", "seed_threads", "rows", "winners"} <= set(result)
+    kinds = [row["kind"] for row in result["rows"]]
+    assert kinds == ["seed"] + ["project"] * 4 + ["concurrent"]
+    assert all(row["images_per_second"] > 0 and row["vs_seed"] > 0 for row in result["rows"])
+    concurrent = result["rows"][-1]
+    assert concurrent["trials"] == 2 and len(concurrent["runs"]) == 1
+    winner = result["winners"]["none"]
+    assert winner["winner"] in (winner["threads_per_trial"], winner["concurrent_trials"])
+    assert "img/s" in report.render_throughput(result)
