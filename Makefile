@@ -23,7 +23,7 @@ data:
 	  echo "unpacking $(CIFAR10_TAR) into $(CIFAR10_DIR)"; mkdir -p "$(CIFAR10_DIR)" && tar xzf "$(CIFAR10_TAR)" -C "$(CIFAR10_DIR)"; fi
 
 sweep: $(STAMP) data
-	$(PY) -m cifar_core --download --transform augment+normalize --model dropout $(ARGS)
+	$(PY) -m sweep.grid --download $(ARGS)
 
 test: $(STAMP) data
 	$(PY) -m pytest -q $(ARGS)

@@ -106,13 +106,20 @@ def as_list(value) -> list:
     return [value]
 
 
+_LIMITS = {  # key: (types, test, what to use); every other key is a count
+    "gpus_per_trial": ((int, float), lambda v: v >= 0, "a number >= 0"),
+    "cpus_per_trial": ((int, float), lambda v: v > 0, "a number > 0"),
+}
+_COUNT = (int, lambda v: v >= 1, "an integer >= 1")
+
+
 def check_positive(settings: dict, *keys: str) -> None:
     for key in keys:
         value = settings.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or value < (0 if key == "gpus_per_trial" else 1)):
-            floor = ">= 0" if key == "gpus_per_trial" else ">= 1"
-            raise SweepError(f"--{key.replace('_', '-')}={value!r} is not allowed; use a number {floor}")
+        kinds, ok, allowed = _LIMITS.get(key, _COUNT)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)
+                                  or not ok(value)):
+            raise SweepError(f"--{key.replace('_', '-')}={value!r} is not allowed; use {allowed}")
 
 
 def fail(prog: str, err: Exception) -> int:

@@ -20,6 +20,7 @@ from .space import (AXES, DEFAULT_GRID, DEFAULT_SCALARS, SEED_EXPERIMENTS, SMOKE
 PROG = "python -m sweep.grid"
 DEFAULTS = {**cli.COMMON_DEFAULTS, **{axis: None for axis in AXES}, "preset": None,
             "dry_run": False}
+EXECUTION = ("max_concurrent", "gpus_per_trial", "cpus_per_trial")  # checked for a resume too
 
 
 def build_parser():
@@ -33,7 +34,7 @@ def build_parser():
 
 def build_trials(settings: dict) -> list[dict]:
     """The trial dicts this invocation runs (validated; ConfigError names a bad value)."""
-    cli.check_positive(settings, "seeds", "epochs", "batch_size", "max_concurrent", "gpus_per_trial")
+    cli.check_positive(settings, "seeds", "epochs", "batch_size", *EXECUTION)
     if settings["smoke"]:
         return expand_grid(SMOKE_GRID, seeds=1, **SMOKE_SCALARS)
     scalars = {"epochs": settings["epochs"], "batch_size": settings["batch_size"]}
@@ -64,6 +65,9 @@ def main(argv=None) -> int:
     try:
         settings = cli.merge_settings(args, DEFAULTS)
         if settings["resume"]:
+            if settings["dry_run"]:
+                raise SweepError("--dry-run lists a new sweep's trials; drop it with --resume")
+            cli.check_positive(settings, *EXECUTION)
             return _resume(settings, argv)
         trials = build_trials(settings)
         if settings["dry_run"]:

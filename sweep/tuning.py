@@ -89,8 +89,8 @@ def start_ray(address: str | None) -> None:
     kwargs = dict(log_to_driver=False, logging_level="ERROR", configure_logging=True)
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(include_dashboard=False, **kwargs)
+    else:  # "local": never join a cluster found via RAY_ADDRESS or /tmp/ray/ray_current_cluster
+        ray.init(address="local", include_dashboard=False, **kwargs)
 
 
 def trainable_for(settings: dict, data_arrays: dict):

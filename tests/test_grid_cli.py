@@ -1,0 +1,283 @@
+"""`python -m sweep.grid` without Ray: dry runs, YAML configs, and input refused before Ray starts.
+
+Everything here calls `sweep.grid.main(argv)` in-process with `ray.init` replaced by a function that
+fails the test, so "no Ray started" is asserted, not assumed.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+import ray
+
+from sweep import grid
+from sweep.space import AXES, DEFAULT_GRID, SEED_EXPERIMENTS
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch, tmp_path):
+    """Any attempt to start or join Ray fails the test; $CIFAR10_DIR never leaks in."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("ray.init called by a command that must not start Ray")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "no-data-here"))
+
+
+def run(capsys, *argv) -> tuple[int, list[str], str]:
+    """main(argv) -> (exit code, stdout lines, stderr)."""
+    try:
+        code = grid.main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse errors exit from inside parse_args
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def trial_lines(lines: list[str]) -> list[str]:
+    return [ln for ln in lines if re.match(r"^\s*\d+\. ", ln)]
+
+
+def field(line: str, key: str) -> str:
+    return re.search(rf"\b{key}=(\S+)", line).group(1)
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under folder with its bytes and mtime: proof that nothing changed."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- dry runs ---------------------------------------------------------------------------------
+
+def test_default_dry_run_lists_the_96_trial_study_and_writes_nothing(capsys, tmp_path):
+    results = tmp_path / "results"
+    code, lines, err = run(capsys, "--dry-run", "--results-dir", results)
+    assert (code, err) == (0, "")
+    trials = trial_lines(lines)
+    assert lines[-1] == "96 trials"
+    assert len(trials) == 96 == len(set(trials))
+    assert [int(ln.split(".")[0]) for ln in trials] == list(range(1, 97))
+    assert {field(ln, "epochs") for ln in trials} == {"10"}
+    assert {field(ln, "data_fraction") for ln in trials} == {"1"}
+    assert {field(ln, "transform") for ln in trials} == set(DEFAULT_GRID["transform"])
+    assert not results.exists()
+
+
+def test_comma_lists_narrow_and_widen_axes(capsys):
+    code, lines, _ = run(capsys, "--dry-run", "--transform", "none,normalize", "--lr", "1e-3,3e-4",
+                         "--seeds", "2")
+    sizes = {a: len(DEFAULT_GRID[a]) for a in AXES} | {"transform": 2, "lr": 2}
+    expected = math.prod(sizes.values()) * 2
+    trials = trial_lines(lines)
+    assert code == 0 and lines[-1] == f"{expected} trials" and len(trials) == expected
+    assert {field(ln, "transform") for ln in trials} == {"none", "normalize"}
+    assert {field(ln, "lr") for ln in trials} == {"0.001", "0.0003"}
+    assert {field(ln, "seed") for ln in trials} == {"0", "1"}
+
+
+def test_lam_list_does_not_duplicate_unregularised_trials(capsys):
+    code, lines, _ = run(capsys, "--dry-run", "--lam", "1e-3,1e-4")
+    trials = trial_lines(lines)
+    plain = [ln for ln in trials if field(ln, "regulariser") == "none"]
+    penalised = [ln for ln in trials if field(ln, "regulariser") != "none"]
+    assert code == 0
+    assert len(plain) == 32 and {field(ln, "lam") for ln in plain} == {"0"}
+    assert len(penalised) == 64 * 2 and {field(ln, "lam") for ln in penalised} == {"0.001", "0.0001"}
+    assert len({ln.split(". ", 1)[1] for ln in trials}) == len(trials) == 160
+    assert lines[-1] == "160 trials"
+
+
+def test_seed_preset_lists_the_seed_experiments_with_labels(capsys):
+    code, lines, _ = run(capsys, "--preset", "seed", "--dry-run")
+    trials = trial_lines(lines)
+    assert code == 0 and lines[-1] == f"{len(trials)} trials"
+    labels = [lab for ln in trials for lab in ln.split("<- ")[1].split(":")[0].split("|")]
+    assert sorted(labels) == sorted(label for label, _, _ in SEED_EXPERIMENTS)
+    assert len(trials) == len(SEED_EXPERIMENTS) - 1  # l2 and adam-1e-3 are one configuration
+    baseline = next(ln for ln in trials if "<- baseline:" in ln)
+    assert field(baseline, "data_fraction") == "0.5" and field(baseline, "transform") == "none"
+    assert field(baseline, "model") == "baseline" and field(baseline, "regulariser") == "none"
+    dropout = next(ln for ln in trials if "<- dropout:" in ln)
+    assert field(dropout, "model") == "dropout" and field(dropout, "transform") == "augment+normalize"
+    shared = next(ln for ln in trials if "<- l2|adam-1e-3:" in ln)
+    assert field(shared, "regulariser") == "l2" and field(shared, "optimiser") == "adam"
+
+    code, lines, _ = run(capsys, "--preset", "seed", "--seeds", "2", "--dry-run")
+    assert code == 0 and lines[-1] == f"{2 * len(trials)} trials"
+
+
+def test_yaml_config_takes_the_flag_keys_and_flags_override_it(capsys, tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("transform: [none, normalize]\nmodel: baseline\nregulariser: none\n"
+                      "optimiser: [adam, sgd]\nlr: [0.001, 0.01]\nepochs: 5\nbatch-size: 64\n"
+                      "seeds: 2\ndry_run: true\n")
+    code, lines, _ = run(capsys, "--config", config)
+    trials = trial_lines(lines)
+    assert code == 0 and lines[-1] == "16 trials" == f"{len(trials)} trials"
+    assert {field(ln, "epochs") for ln in trials} == {"5"}
+    assert {field(ln, "batch_size") for ln in trials} == {"64"}
+
+    code, lines, _ = run(capsys, "--config", config, "--lr", "0.1", "--epochs", "2")
+    trials = trial_lines(lines)
+    assert code == 0 and lines[-1] == "8 trials"
+    assert {field(ln, "lr") for ln in trials} == {"0.1"}
+    assert {field(ln, "epochs") for ln in trials} == {"2"}
+
+
+# --- bad input: one line on stderr, exit 2, nothing written -------------------------------------
+
+def assert_refused(code: int, lines: list[str], err: str, *words: str) -> None:
+    assert code == 2, (code, err)
+    assert lines == [], lines
+    assert len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, (word, err)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--transform", "none,sparkle"], ["transform", "sparkle"]),
+    (["--model", "resnet"], ["model", "resnet"]),
+    (["--optimiser", "rmsprop"], ["optimiser", "rmsprop"]),
+    (["--lr", "0"], ["lr", "'0'"]),
+    (["--lr", "1e-3,-1e-3"], ["lr", "-1e-3"]),
+    (["--lr", "fast"], ["lr", "fast"]),
+    (["--lam", "-1"], ["lam", "-1"]),
+    (["--final-relu", "maybe"], ["final_relu", "maybe"]),
+    (["--epochs", "0"], ["--epochs", "0"]),
+    (["--epochs", "1.5"], ["--epochs", "1.5"]),
+    (["--seeds", "0"], ["--seeds", "0"]),
+    (["--data-fraction", "1.5"], ["data_fraction", "1.5"]),
+    (["--data-fraction", "0"], ["data_fraction", "'0'"]),
+    (["--optimiser", ","], ["--optimiser", "empty"]),
+    (["--preset", "seed", "--lr", "1e-3"], ["--preset seed", "--lr"]),
+    (["--cpus-per-trial", "0"], ["--cpus-per-trial", "0"]),
+    (["--gpus-per-trial", "-0.5"], ["--gpus-per-trial", "-0.5"]),
+    (["--max-concurrent", "0"], ["--max-concurrent", "0"]),
+])
+def test_bad_values_fail_with_one_line_naming_key_and_value(capsys, tmp_path, argv, words):
+    results = tmp_path / "results"
+    for mode in ([], ["--dry-run"]):
+        code, lines, err = run(capsys, *argv, *mode, "--results-dir", results)
+        assert_refused(code, lines, err, *words)
+    assert not results.exists()
+
+
+def test_unknown_yaml_key_is_named(capsys, tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("lr: [0.001]\nlearning_rate: 0.1\n")
+    code, lines, err = run(capsys, "--config", config, "--dry-run")
+    assert_refused(code, lines, err, "learning_rate", str(config))
+
+
+@pytest.mark.parametrize("text, words", [
+    ("seeds: 2.5\n", ["--seeds", "2.5", "integer"]),
+    ("epochs: '3'\n", ["--epochs", "'3'"]),
+    ("lr: [0.001, -1]\n", ["lr", "-1"]),
+    ("- lr\n", ["mapping"]),
+])
+def test_bad_yaml_values_are_named(capsys, tmp_path, text, words):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(text)
+    code, lines, err = run(capsys, "--config", config, "--dry-run")
+    assert_refused(code, lines, err, *words)
+
+
+def test_yaml_with_a_python_tag_is_refused_unexecuted(capfd, tmp_path):
+    marker = tmp_path / "pwned"
+    config = tmp_path / "evil.yaml"
+    config.write_text(f'lr: !!python/object/apply:os.system ["echo hi; touch {marker}"]\n')
+    code = grid.main(["--config", str(config), "--dry-run"])
+    out, err = capfd.readouterr()
+    assert code == 2 and out == "" and "hi" not in out
+    assert len(err.strip().splitlines()) == 1 and "safe_load" in err and str(config) in err
+    assert not marker.exists()
+
+
+def test_missing_data_dir_names_both_layouts(capsys, tmp_path):
+    results, data = tmp_path / "results", tmp_path / "nowhere"
+    code, lines, err = run(capsys, "--smoke", "--data-dir", data, "--results-dir", results,
+                           "--name", "x")
+    assert_refused(code, lines, err, str(data), "train/<class>", "cifar-10-batches-py", "--download")
+    assert not results.exists()
+
+
+def test_results_dir_under_a_regular_file_is_not_writable(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    for results in (blocker, blocker / "results"):
+        code, lines, err = run(capsys, "--smoke", "--results-dir", results, "--name", "x")
+        assert_refused(code, lines, err, "--results-dir", str(results), "not writable")
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", "/abs", ".hidden"])
+def test_run_name_must_stay_inside_the_results_dir(capsys, tmp_path, name):
+    results = tmp_path / "results"
+    code, lines, err = run(capsys, "--smoke", "--results-dir", results, "--name", name)
+    assert_refused(code, lines, err, "--name", repr(name))
+    assert not results.exists() and not (tmp_path / "x").exists()
+
+
+def existing_run(results: Path, name: str = "old") -> Path:
+    folder = results / name
+    (folder / "tb").mkdir(parents=True)
+    (folder / "run.json").write_text('{"status": "finished", "settings": {}}')
+    (folder / "trials.csv").write_text("trial_id,status\nt1,completed\n")
+    (folder / "tb" / "events").write_bytes(b"\x00\x01")
+    return folder
+
+
+def test_new_sweep_under_an_existing_name_leaves_it_untouched(capsys, tmp_path):
+    folder = existing_run(tmp_path / "results")
+    before = snapshot(folder)
+    for extra in ([], ["--smoke"]):
+        code, lines, err = run(capsys, *extra, "--results-dir", tmp_path / "results", "--name", "old")
+        assert_refused(code, lines, err, "--name='old'", "already exists", "--resume")
+    assert snapshot(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == ["run.json", "tb", "trials.csv"]
+
+
+def test_resume_of_a_missing_run_is_refused(capsys, tmp_path):
+    results = tmp_path / "results"
+    code, lines, err = run(capsys, "--resume", "--name", "missing", "--results-dir", results)
+    assert_refused(code, lines, err, "--resume", "'missing'", "no run")
+    assert not results.exists()
+    code, lines, err = run(capsys, "--resume", "--results-dir", results)
+    assert_refused(code, lines, err, "--resume", "--name")
+
+
+def test_resume_refuses_dry_run_and_bad_execution_flags(capsys, tmp_path):
+    folder = existing_run(tmp_path / "results")
+    before = snapshot(folder)
+    for argv, words in ((["--dry-run"], ["--dry-run", "--resume"]),
+                        (["--cpus-per-trial", "-1"], ["--cpus-per-trial", "-1"])):
+        code, lines, err = run(capsys, "--resume", "--name", "old", "--results-dir",
+                               tmp_path / "results", *argv)
+        assert_refused(code, lines, err, *words)
+    assert snapshot(folder) == before
+
+
+def test_resume_of_a_finished_run_exits_zero_without_ray(capsys, tmp_path):
+    folder = existing_run(tmp_path / "results")
+    before = snapshot(folder)
+    code, lines, err = run(capsys, "--resume", "--name", "old", "--results-dir", tmp_path / "results")
+    assert code == 0 and err == ""
+    assert "already finished" in "\n".join(lines)
+    assert snapshot(folder) == before
+
+
+def test_embedded_ray_is_local_even_when_a_cluster_is_advertised(monkeypatch):
+    """Without --address the sweep starts its own Ray, never one named by RAY_ADDRESS or
+    /tmp/ray/ray_current_cluster (another user's `ray start` on the same machine)."""
+    from sweep import tuning
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    tuning.start_ray(None)
+    tuning.start_ray("127.0.0.1:6379")
+    assert [c["address"] for c in calls] == ["local", "127.0.0.1:6379"]
