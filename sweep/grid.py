@@ -14,7 +14,7 @@ from cifar_core.data import DataError
 
 from . import cli
 from .runfolder import SweepError
-from .space import (AXES, DEFAULT_GRID, DEFAULT_SCALARS, SEED_EXPERIMENTS, SMOKE_GRID,
+from .space import (AXES, DEFAULT_GRID, SEED_EXPERIMENTS, SMOKE_GRID,
                     SMOKE_SCALARS, describe, expand_grid, seed_preset)
 
 PROG = "python -m sweep.grid"

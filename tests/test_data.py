@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from cifar_core import data as D
+from cifar_core import sources as S
 from cifar_core.data import CLASSES, CifarData, DataError, load_cifar10, subset, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,8 +94,8 @@ def test_image_folders_win_over_batches(tmp_path):
 # --- cache -----------------------------------------------------------------------------------
 
 def counting_decoder(monkeypatch) -> list:
-    calls, real = [], D._decode
-    monkeypatch.setattr(D, "_decode", lambda path: calls.append(path) or real(path))
+    calls, real = [], S._decode
+    monkeypatch.setattr(S, "_decode", lambda path: calls.append(path) or real(path))
     return calls
 
 
@@ -147,7 +148,7 @@ def test_cache_location_precedence(tmp_path, monkeypatch):
 def test_unwritable_data_dir_caches_under_home(tmp_path, monkeypatch):
     make_tree(tmp_path / "d", n=1)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(D.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(S.os, "access", lambda path, mode: False)
     load_cifar10(tmp_path / "d")
     assert list((tmp_path / "home" / ".cache" / "cifar_core").glob("cifar10-*.pt"))
 

@@ -6,7 +6,6 @@ fails the test, so "no Ray started" is asserted, not assumed.
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 
