@@ -4,7 +4,8 @@ Imports torch, torchvision and numpy only (never Ray or Optuna), so a trial runs
 """
 from .config import ConfigError, EpochResult, TrialConfig
 from .data import CifarData, DataError, load_cifar10, subset
+from .fused import FusedState, fit_fused
 from .train import TrainState, fit, resolve_device
 
-__all__ = ["CifarData", "ConfigError", "DataError", "EpochResult", "TrialConfig", "TrainState",
-           "fit", "load_cifar10", "resolve_device", "subset"]
+__all__ = ["CifarData", "ConfigError", "DataError", "EpochResult", "FusedState", "TrialConfig",
+           "TrainState", "fit", "fit_fused", "load_cifar10", "resolve_device", "subset"]

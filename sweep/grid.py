@@ -4,6 +4,8 @@ With no argument: transform x model x regulariser x optimiser x lr = 96 trials o
 training data, seed 0, on an embedded local Ray. Comma-list flags (or --config FILE.yaml) narrow or
 widen any axis; --preset seed runs the seed report's own experiments; --dry-run lists trials;
 --smoke runs 2 tiny trials end to end; --address joins a Ray cluster; --resume --name X continues.
+--fuse N trains up to N trials that share model, transform and scalars as one stacked model per
+Ray trial (cifar_core.fused); each member is still recorded as its own trial, <trial_id>-m<k>.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sys
 
 from cifar_core.config import ConfigError
 from cifar_core.data import DataError
+from cifar_core.fused import SHARED
 
 from . import cli
 from .runfolder import SweepError
@@ -19,7 +22,7 @@ from .space import (AXES, DEFAULT_GRID, SEED_EXPERIMENTS, SMOKE_GRID,
 
 PROG = "python -m sweep.grid"
 DEFAULTS = {**cli.COMMON_DEFAULTS, **{axis: None for axis in AXES}, "preset": None,
-            "dry_run": False}
+            "dry_run": False, "fuse": 1}
 EXECUTION = ("max_concurrent", "gpus_per_trial", "cpus_per_trial")  # checked for a resume too
 
 
@@ -29,6 +32,9 @@ def build_parser():
     p.add_argument("--preset", choices=["seed"], help="seed: the seed report's runs, labelled")
     p.add_argument("--dry-run", action="store_true", default=None,
                    help="print one line per trial and the count; run nothing")
+    p.add_argument("--fuse", type=int, metavar="N",
+                   help="train up to N trials that differ only in lr, lam, regulariser, optimiser "
+                        "and seed as one stacked model per Ray trial (default 1: off)")
     return p
 
 
@@ -48,6 +54,28 @@ def build_trials(settings: dict) -> list[dict]:
     if empty:
         raise SweepError(f"--{empty[0].replace('_', '-')} is empty; give at least one value")
     return expand_grid(axes, seeds=settings["seeds"], **scalars)
+
+
+def fuse_groups(trials: list[dict], settings: dict) -> list[list[dict]] | None:
+    """Trials sharing cifar_core.fused.SHARED, in chunks of at most --fuse; None when it is 1."""
+    cli.check_positive(settings, "fuse")
+    if settings["fuse"] == 1:
+        return None
+    by_shared: dict[tuple, list[dict]] = {}
+    for trial in trials:
+        by_shared.setdefault(tuple(str(trial[k]) for k in SHARED), []).append(trial)
+    n = settings["fuse"]
+    return [group[i:i + n] for group in by_shared.values() for i in range(0, len(group), n)]
+
+
+def dry_run_fused(groups: list[list[dict]]) -> None:
+    for i, group in enumerate(groups, 1):
+        shared = describe({k: group[0][k] for k in SHARED})
+        print(f"{i:3d}. Ray trial of {len(group)} fused: {shared}")
+        for k, trial in enumerate(group):
+            label = f"  <- {trial['label']}" if trial.get("label") else ""
+            print(f"       m{k}. {describe(trial)}{label}")
+    print(f"{sum(map(len, groups))} trials in {len(groups)} Ray trials")
 
 
 def dry_run(trials: list[dict]) -> None:
@@ -70,28 +98,34 @@ def main(argv=None) -> int:
             cli.check_positive(settings, *EXECUTION)
             return _resume(settings, argv)
         trials = build_trials(settings)
+        groups = fuse_groups(trials, settings)
         if settings["dry_run"]:
-            dry_run(trials)
+            dry_run(trials) if groups is None else dry_run_fused(groups)
             return 0
         space = {"preset": settings["preset"], "smoke": settings["smoke"], "seeds": settings["seeds"],
                  "axes": {a: sorted({str(t[a]) for t in trials}) for a in AXES}}
-        return _launch(settings, argv, trials, space)
+        return _launch(settings, argv, trials, space, groups)
     except (SweepError, ConfigError, DataError) as err:
         return cli.fail(PROG, err)
 
 
-def _launch(settings, argv, trials, space) -> int:
+def _launch(settings, argv, trials, space, groups=None) -> int:
     from ray import tune
 
     from . import tuning  # imports Ray: only once the input is known to be good
 
+    points = trials if groups is None else [{"members": group} for group in groups]
+
     def make_tuner(trainable, run_config):
-        return tune.Tuner(trainable, param_space={"trial": tune.grid_search(trials)},
+        return tune.Tuner(trainable, param_space={"trial": tune.grid_search(points)},
                           tune_config=tuning.tune_config(settings), run_config=run_config)
 
-    planned = (len(trials), sum(t["epochs"] for t in trials))
+    # n_trials counts recorded (member) trials; Progress counts Ray trials and their epochs
+    planned = (len(trials), sum((p["members"][0] if groups else p)["epochs"] for p in points))
+    extra = {"session_trials": len(points)} if groups else None
     return tuning.launch(kind="grid", prog=PROG, module="sweep.grid", argv=argv,
-                         settings=settings, space=space, trials=planned, make_tuner=make_tuner)
+                         settings=settings, space=space, trials=planned, make_tuner=make_tuner,
+                         extra=extra)
 
 
 def _resume(settings, argv) -> int:

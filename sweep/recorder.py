@@ -4,6 +4,8 @@
 the epoch in flight), de-duplicates epochs by (trial_id, epoch) so retries and resumes record each
 epoch once, and logs train and test on one TensorBoard chart per metric under tb/<trial_id>/.
 Both callbacks pickle as plain settings (Tune stores them in tuner.pkl) and rebuild on restore.
+A fused Ray trial (sweep.grid --fuse) is recorded as its members: rows <trial_id>-m<k>, each with
+its own config, epochs and status, split from the `members` list of each result.
 """
 from __future__ import annotations
 
@@ -47,53 +49,69 @@ class Recorder(tune.Callback):
         return os.path.join(self.run_dir, name)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        row = self._row(trial)
-        if row["status"] in ("", "pending"):
+        starting = [row for row in self._rows(trial) if row["status"] in ("", "pending")]
+        for row in starting:
             row["status"] = "running"
+        if starting:
             self._flush(epochs=False)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" not in result:
+        if "members" in result:  # a fused trial: member k's result, None once it stopped
+            for row, member in zip(self._rows(trial), result["members"]):
+                if member is not None:
+                    self._record(row, dict(member, node=result.get("node", "")))
+        elif "epoch" in result:
+            self._record(self._rows(trial)[0], result)
+        else:
             return
-        row = self._row(trial)
-        epoch = int(result["epoch"])
-        self.epochs[(trial.trial_id, epoch)] = {
-            "trial_id": trial.trial_id, **{c: row[c] for c in CONFIG_COLUMNS}, "epoch": epoch,
+        self._flush()
+
+    def _record(self, row: dict, result: dict):
+        trial_id, epoch = row["trial_id"], int(result["epoch"])
+        self.epochs[(trial_id, epoch)] = {
+            "trial_id": trial_id, **{c: row[c] for c in CONFIG_COLUMNS}, "epoch": epoch,
             **{m: result.get(m) for m in METRICS}, "status": result.get("status", "ok"),
             "node": result.get("node", "")}
         self._update_trial(row, result)
-        self._log_tensorboard(trial.trial_id, epoch, result)
-        self._flush()
+        self._log_tensorboard(trial_id, epoch, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        row = self._row(trial)
-        if row["status"] == "diverged":
-            pass
-        elif int(row["epochs_done"] or 0) >= int(row["epochs"]):
-            row["status"] = "completed"
-        else:
-            row["status"] = "pruned"  # stopped early by the scheduler
-        self._close(trial.trial_id)
+        for row in self._rows(trial):
+            if row["status"] == "diverged":
+                pass
+            elif int(row["epochs_done"] or 0) >= int(row["epochs"]):
+                row["status"] = "completed"
+            else:
+                row["status"] = "pruned"  # stopped early by the scheduler
+            self._close(row["trial_id"])
         self._flush(epochs=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._row(trial)["status"] = "error"
+        for row in self._rows(trial):
+            if row["trial_id"] == trial.trial_id or row["status"] != "diverged":  # members keep it
+                row["status"] = "error"
+            self._close(row["trial_id"])
         print(f"trial {trial.trial_id} failed after its retries: {_first_error_line(trial)}",
               flush=True)
-        self._close(trial.trial_id)
         self._flush(epochs=False)
 
     def on_experiment_end(self, trials, **info):
         for trial_id in list(self.writers):
             self._close(trial_id)
 
-    def _row(self, trial) -> dict:
-        if trial.trial_id not in self.trials:
-            values = trial_values(trial.config)
-            self.trials[trial.trial_id] = {c: "" for c in TRIAL_COLUMNS} | {
-                "trial_id": trial.trial_id, **{c: values.get(c, "") for c in CONFIG_COLUMNS},
+    def _rows(self, trial) -> list[dict]:
+        """The trials.csv rows of a Ray trial: its own, or one per fused member (<trial_id>-m<k>)."""
+        values = trial_values(trial.config)
+        if "members" not in values:
+            return [self._row(trial.trial_id, values)]
+        return [self._row(f"{trial.trial_id}-m{k}", v) for k, v in enumerate(values["members"])]
+
+    def _row(self, trial_id: str, values: dict) -> dict:
+        if trial_id not in self.trials:
+            self.trials[trial_id] = {c: "" for c in TRIAL_COLUMNS} | {
+                "trial_id": trial_id, **{c: values.get(c, "") for c in CONFIG_COLUMNS},
                 "status": "pending", "epochs_done": 0}
-        return self.trials[trial.trial_id]
+        return self.trials[trial_id]
 
     def _update_trial(self, row: dict, result: dict):
         mine = [r for (t, _), r in self.epochs.items() if t == row["trial_id"]]

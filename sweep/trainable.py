@@ -3,10 +3,13 @@
 Grid and Optuna search both run `train_trial`. Each epoch is reported with a checkpoint (model,
 optimiser, RNG streams, epoch); a retried or resumed trial continues from the latest one. The
 dataset arrives through `tune.with_parameters` as numpy arrays in Ray's object store, so every
-trial on a node maps the same shared-memory copy instead of loading its own.
+trial on a node maps the same shared-memory copy instead of loading its own. A fused trial
+(`{"members": [trial dict, ...]}`, from `sweep.grid --fuse N`) trains its members as one stack
+(cifar_core.fit_fused) and reports each epoch once, with every member's result under `members`.
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
@@ -16,7 +19,8 @@ import ray
 import torch
 from ray import tune
 
-from cifar_core import CifarData, TrainState, TrialConfig, fit, resolve_device
+from cifar_core import (CifarData, FusedState, TrainState, TrialConfig, fit, fit_fused,
+                        resolve_device)
 
 from .space import trial_values
 
@@ -36,6 +40,8 @@ class Execution:
 def train_trial(config: dict, data: dict, execution: Execution = Execution()) -> None:
     """Train one trial, reporting every epoch; a diverged trial ends normally (no retry)."""
     values = trial_values(config)
+    if "members" in values:
+        return train_fused(values["members"], data, execution)
     cfg = TrialConfig.from_dict({k: v for k, v in values.items() if k not in LABEL_KEYS})
     device = resolve_device(execution.device)
     torch.set_num_threads(execution.threads)
@@ -51,6 +57,32 @@ def train_trial(config: dict, data: dict, execution: Execution = Execution()) ->
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state.state_dict(), os.path.join(folder, STATE_FILE))
             tune.report(dict(result.to_dict(), node=node),
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def train_fused(members: list[dict], data: dict, execution: Execution = Execution()) -> None:
+    """Train fused trials as one stack; each epoch's one report carries `members` (member k's
+    result, None once it stopped) and the best member's test_acc for schedulers."""
+    cfgs = [TrialConfig.from_dict({k: v for k, v in m.items() if k not in LABEL_KEYS})
+            for m in members]
+    device = resolve_device(execution.device)
+    torch.set_num_threads(execution.threads)
+    state = FusedState.create(cfgs, device)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state.load_state_dict(torch.load(os.path.join(folder, STATE_FILE), weights_only=True,
+                                             map_location=device))
+    node = node_name()
+    for results in fit_fused(cfgs, CifarData.from_numpy(data), device, state=state,
+                             channels_last=execution.channels_last):
+        done = [r for r in results if r is not None]
+        accs = [r.test_acc for r in done if math.isfinite(r.test_acc)]
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state.state_dict(), os.path.join(folder, STATE_FILE))
+            tune.report({"members": [r.to_dict() if r else None for r in results], "node": node,
+                         "epoch": max(r.epoch for r in done),
+                         "test_acc": max(accs, default=math.nan)},
                         checkpoint=tune.Checkpoint.from_directory(folder))
 
 

@@ -1,0 +1,230 @@
+"""Fused trials: M configs that share model and transform train as one stacked network.
+
+HFTA-style: the members' convolutions run as one grouped convolution (groups=M, activations laid
+out (B, M*C, H, W) through the conv block) and their linear layers as one batched matmul. Each
+member keeps what `fit(cfg_k)` alone would use: leaf weights built as TrainState.create builds
+them, optimiser, penalty, data subset, shuffle order, augmentation and dropout draws. The leaves
+are stacked each step (61k numbers a member), so every member keeps an ordinary torch.optim
+optimiser and the summed loss gives each exactly its own gradient; its metrics equal its solo
+run's up to float rounding. Dropout: on CPU, F.dropout multiplies by bernoulli_(1-p)/(1-p) drawn
+from the global RNG; a member's dropout generator starts where its solo run's global RNG stands
+after building the model, so it draws the same masks. (On CUDA the solo run's fused kernel draws
+differently: there the masks agree in distribution only.)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import test_batch, train_batch
+from .config import EpochResult, TrialConfig
+from .data import CifarData, subset
+from .train import _CHECK_EVERY, EVAL_BATCH, TrainState, _on_device, penalty, resolve_device
+
+SHARED = ("model", "transform", "epochs", "batch_size", "data_fraction", "final_relu")
+
+
+def check_fusable(cfgs: list[TrialConfig]) -> list[TrialConfig]:
+    """cfgs, if they can train as one stack: ValueError naming the first key they differ in."""
+    cfgs = list(cfgs)
+    if not cfgs:
+        raise ValueError("fused trials need at least one config")
+    for key in SHARED:
+        values = sorted({str(getattr(c, key)) for c in cfgs})
+        if len(values) > 1:
+            raise ValueError(f"fused trials must share {key}; got {', '.join(values)}")
+    return cfgs
+
+
+@dataclass
+class FusedState:
+    """One TrainState per member, its dropout stream, and its status ("ok" or "diverged")."""
+
+    members: list[TrainState]
+    drop_rngs: list[torch.Generator]
+    status: list[str]
+
+    @classmethod
+    def create(cls, cfgs: list[TrialConfig], device: torch.device) -> "FusedState":
+        members, drops = [], []
+        for cfg in cfgs:
+            members.append(TrainState.create(cfg, device))  # seeds the global RNG, builds weights
+            drops.append(_dropout_rng(cfg, device))
+        return cls(members, drops, ["ok"] * len(cfgs))
+
+    def live(self, epochs: int) -> list[int]:
+        """Members still training: not diverged and short of `epochs`."""
+        return [k for k, (m, s) in enumerate(zip(self.members, self.status))
+                if s == "ok" and m.epoch < epochs]
+
+    def state_dict(self) -> dict:
+        return {"members": [
+            {"model": m.model.state_dict(), "optimiser": m.optimiser.state_dict(),
+             "order_rng": m.order_rng.get_state(), "aug_rng": m.aug_rng.get_state(),
+             "drop_rng": d.get_state(), "epoch": m.epoch, "status": s}
+            for m, d, s in zip(self.members, self.drop_rngs, self.status)]}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state["members"]
+        if len(saved) != len(self.members):
+            raise ValueError(f"checkpoint holds {len(saved)} members; this stack {len(self.members)}")
+        for m, drop, s in zip(self.members, self.drop_rngs, saved):
+            m.model.load_state_dict(s["model"])
+            m.optimiser.load_state_dict(s["optimiser"])
+            for rng, key in ((m.order_rng, "order_rng"), (m.aug_rng, "aug_rng"), (drop, "drop_rng")):
+                rng.set_state(s[key].cpu())  # map_location may have moved the states
+            m.epoch = int(s["epoch"])
+        self.status = [s["status"] for s in saved]
+
+
+def _dropout_rng(cfg: TrialConfig, device: torch.device) -> torch.Generator:
+    """The stream the solo run's dropout draws from: the global RNG right after build_model."""
+    if device.type == "cpu":
+        return torch.Generator().set_state(torch.get_rng_state())
+    return torch.Generator(device=device).manual_seed(cfg.seed)  # in distribution only (see top)
+
+
+def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads: int | None = None,
+              state: FusedState | None = None, channels_last: bool = True
+              ) -> Iterator[list[EpochResult | None]]:
+    """Train the members as one stack; per epoch a list with member k's result at k.
+
+    A member whose loss turns NaN/inf gets a last result with status "diverged" and leaves the
+    stack while the others go on; from then on (and for members already done) its entry is None.
+    seconds and train_seconds are the stack's; images_per_second counts the member's own images.
+    """
+    cfgs = check_fusable(cfgs)
+    device = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    sets = ([_on_device(data, device)] * len(cfgs) if cfgs[0].data_fraction == 1 else  # one copy
+            [_on_device(subset(data, c.data_fraction, c.seed), device) for c in cfgs])
+    state = state or FusedState.create(cfgs, device)
+    assert len(state.members) == len(cfgs), "state and cfgs hold different numbers of members"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    while live := state.live(cfgs[0].epochs):
+        start = time.perf_counter()
+        train = _train_epoch(state, cfgs, sets, live, fmt)
+        train_seconds = time.perf_counter() - start
+        ok = [k for k in live if train[k]["finite"]]
+        tests = _evaluate(state, cfgs[0].transform, sets[0], ok, fmt)
+        yield [_result(state, k, train[k], tests.get(k), start, train_seconds) if k in live else None
+               for k in range(len(cfgs))]
+
+
+def _result(state: FusedState, k: int, train: dict, test, start: float, train_seconds: float
+            ) -> EpochResult:
+    """Member k's EpochResult for the epoch just trained; advances its epoch and status."""
+    member = state.members[k]
+    member.epoch += 1
+    state.status[k] = "ok" if train["finite"] else "diverged"
+    test_loss, test_acc = test or (math.nan, math.nan)
+    return EpochResult(
+        epoch=member.epoch, train_loss=train["loss"], train_penalty=train["penalty"],
+        train_acc=train["acc"], test_loss=test_loss, test_acc=test_acc,
+        seconds=time.perf_counter() - start, train_seconds=train_seconds,
+        images_per_second=train["images"] / max(train_seconds, 1e-9), status=state.status[k])
+
+
+def _train_epoch(state: FusedState, cfgs, sets, live: list[int], fmt) -> dict[int, dict]:
+    """One epoch of the live members; each leaves at the check that finds its loss NaN/inf."""
+    n, batch = len(sets[live[0]].train_y), cfgs[live[0]].batch_size
+    assert all(len(sets[k].train_y) == n for k in live), "members' subsets differ in size"
+    orders = {k: torch.randperm(n, generator=state.members[k].order_rng).to(sets[k].train_x.device)
+              for k in live}
+    sums = {k: torch.zeros(3, dtype=torch.float64, device=sets[k].train_x.device) for k in live}
+    going = list(live)
+    for step, i in enumerate(range(0, n, batch)):
+        idx = {k: orders[k][i:i + batch] for k in going}
+        for k, stats in zip(going, _train_step(state, cfgs, sets, going, idx, fmt)):
+            sums[k] += stats
+        if step % _CHECK_EVERY == 0:
+            going = [k for k in going if torch.isfinite(sums[k][:2]).all()]
+            if not going:
+                break
+    return {k: _summary(sums[k], n) for k in live}
+
+
+def _summary(sums: torch.Tensor, n: int) -> dict:
+    loss, pen, hits = sums.tolist()
+    finite = math.isfinite(loss) and math.isfinite(pen)
+    return {"loss": loss / n, "penalty": pen / n, "acc": hits / n, "images": n, "finite": finite}
+
+
+def _train_step(state: FusedState, cfgs, sets, ks: list[int], idx: dict, fmt) -> list[torch.Tensor]:
+    """One optimiser step of members ks on their own batches: per member (loss, penalty, hits)·B."""
+    transform = cfgs[ks[0]].transform
+    xs = [train_batch(sets[k].train_x[idx[k]], transform, state.members[k].aug_rng) for k in ks]
+    ys = [sets[k].train_y[idx[k]] for k in ks]
+    models = [state.members[k].model for k in ks]
+    out = _forward(models, _grouped(xs, fmt), [state.drop_rngs[k] for k in ks])
+    losses = [F.cross_entropy(o, y) for o, y in zip(out, ys)]
+    regs = [penalty(model, cfgs[k]) for model, k in zip(models, ks)]
+    for k in ks:
+        state.members[k].optimiser.zero_grad(set_to_none=True)
+    sum(loss + reg for loss, reg in zip(losses, regs)).backward()
+    for k in ks:
+        state.members[k].optimiser.step()
+    return [torch.stack([loss.detach() * len(y), reg.detach() * len(y), (o.argmax(1) == y).sum()])
+            .double() for loss, reg, o, y in zip(losses, regs, out, ys)]
+
+
+def _grouped(xs: list[torch.Tensor], fmt) -> torch.Tensor:
+    """M batches (B, C, H, W) as one (B, M*C, H, W) input to grouped convolutions."""
+    return torch.stack(xs, dim=1).flatten(1, 2).contiguous(memory_format=fmt)
+
+
+def _forward(models: list[nn.Module], x: torch.Tensor, drops: list | None = None) -> torch.Tensor:
+    """(M, B, classes) logits of M SeedNets; dropout masks come from `drops` (None: eval mode)."""
+    m = len(models)
+    params = iter([torch.stack(ps) for ps in zip(*(model.parameters() for model in models))])
+    for layer in models[0].conv_block:
+        if isinstance(layer, nn.Conv2d):
+            weight, bias = next(params).flatten(0, 1), next(params).flatten()
+            x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups=m)
+        elif isinstance(layer, nn.ReLU):
+            x = F.relu_(x)  # in place: conv backward needs its input, not its output
+        else:
+            assert isinstance(layer, nn.MaxPool2d), f"cannot fuse {layer}"
+            x = layer(x)
+    h = x.reshape(x.shape[0], m, -1).transpose(0, 1)  # (M, B, C*H*W): each member's flatten(1)
+    for layer in models[0].linear_block:
+        if isinstance(layer, nn.Linear):
+            weight, bias = next(params), next(params)
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        elif isinstance(layer, nn.Dropout):
+            h = h * _dropout_masks(h, layer.p, drops) if drops is not None else h
+        else:
+            assert isinstance(layer, nn.ReLU), f"cannot fuse {layer}"
+            h = layer(h)
+    return h
+
+
+def _dropout_masks(h: torch.Tensor, p: float, drops: list[torch.Generator]) -> torch.Tensor:
+    """Member k's scaled keep-mask drawn from drops[k] as F.dropout draws it on CPU."""
+    return torch.stack([torch.empty(h.shape[1:], dtype=h.dtype, device=h.device)
+                        .bernoulli_(1 - p, generator=g).div_(1 - p) for g in drops])
+
+
+@torch.no_grad()
+def _evaluate(state: FusedState, transform: str, data: CifarData, ks: list[int], fmt
+              ) -> dict[int, tuple[float, float]]:
+    """Member k -> (mean test loss, test accuracy) over the shared test split, in eval mode."""
+    if not ks:
+        return {}
+    models = [state.members[k].model for k in ks]
+    loss, hits = [0.0] * len(ks), [0.0] * len(ks)
+    for i in range(0, len(data.test_y), EVAL_BATCH):
+        x = test_batch(data.test_x[i:i + EVAL_BATCH], transform)
+        y = data.test_y[i:i + EVAL_BATCH]
+        for j, out in enumerate(_forward(models, _grouped([x] * len(ks), fmt))):
+            loss[j] += F.cross_entropy(out, y, reduction="sum").item()
+            hits[j] += (out.argmax(1) == y).sum().item()
+    n = len(data.test_y)
+    return {k: (loss[j] / n, hits[j] / n) for j, k in enumerate(ks)}
