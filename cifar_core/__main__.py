@@ -47,12 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 if absent")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none",
+                   help="bf16 autocast for forward passes (opt-in, for GPUs)")
     return p
 
 
 def main(argv=None) -> int:
     args = vars(build_parser().parse_args(argv))
-    run = {k: args.pop(k) for k in ("data_dir", "download", "device", "threads")}
+    run = {k: args.pop(k) for k in ("data_dir", "download", "device", "threads", "amp")}
     try:
         cfg = TrialConfig(**args)
         data = load_cifar10(run["data_dir"], download=run["download"])
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
         print(f"python -m cifar_core: error: {err}", file=sys.stderr)
         return 2
     status = "completed"
-    for result in fit(cfg, data, run["device"], threads=run["threads"]):
+    for result in fit(cfg, data, run["device"], threads=run["threads"], amp=run["amp"]):
         print(json.dumps(result.to_dict()), flush=True)
         status = "completed" if result.status == "ok" else result.status
     print(json.dumps({"status": status, "config": cfg.to_dict()}), flush=True)

@@ -56,6 +56,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=int, help="retries of a failed trial (default 2)")
     p.add_argument("--contiguous", dest="channels_last", action="store_false", default=None,
                    help="train in NCHW instead of channels_last (the faster default on CPU)")
+    p.add_argument("--amp", choices=["none", "bf16"],
+                   help="bf16 autocast for forward passes (opt-in, for GPUs; default none)")
     p.add_argument("--smoke", action="store_true", default=None,
                    help="a tiny end-to-end run (2 trials, 1 epoch, 2%% of the data)")
     p.add_argument("--report", action="store_true", default=None,
@@ -66,7 +68,7 @@ COMMON_DEFAULTS = {
     "seeds": 1, "epochs": 10, "batch_size": 256, "data_dir": None, "download": False,
     "results_dir": "results", "name": None, "resume": False, "address": None,
     "cpus_per_trial": 1.0, "gpus_per_trial": None, "max_concurrent": None, "max_failures": 2,
-    "channels_last": True, "smoke": False, "report": False,
+    "channels_last": True, "amp": "none", "smoke": False, "report": False,
 }
 
 

@@ -35,6 +35,7 @@ class Execution:
     threads: int = 1
     device: str | None = None
     channels_last: bool = True
+    amp: str | None = None  # "bf16": forward passes under bf16 autocast (GPU)
 
 
 def train_trial(config: dict, data: dict, execution: Execution = Execution()) -> None:
@@ -53,7 +54,7 @@ def train_trial(config: dict, data: dict, execution: Execution = Execution()) ->
                                              map_location=device))
     node = node_name()
     for result in fit(cfg, CifarData.from_numpy(data), device, state=state,
-                      channels_last=execution.channels_last):
+                      channels_last=execution.channels_last, amp=execution.amp):
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state.state_dict(), os.path.join(folder, STATE_FILE))
             tune.report(dict(result.to_dict(), node=node),

@@ -99,7 +99,8 @@ def trainable_for(settings: dict, data_arrays: dict):
     if gpus is None:
         gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     cpus = settings["cpus_per_trial"]
-    execution = Execution(threads=max(1, int(cpus)), channels_last=bool(settings["channels_last"]))
+    execution = Execution(threads=max(1, int(cpus)), channels_last=bool(settings["channels_last"]),
+                          amp=settings.get("amp"))
     fn = tune.with_parameters(train_trial, data=data_arrays, execution=execution)
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus})
 

@@ -144,3 +144,14 @@ def test_cifar_core_imports_no_ray_or_optuna():
            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'optuna')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bf16_autocast_is_opt_in_and_trains():
+    data = synthetic(512, 128, seed=0)
+    cfg = TrialConfig(epochs=2, lr=3e-3, final_relu=False, batch_size=64)
+    plain = [r.train_loss for r in fit(cfg, data, "cpu")]
+    bf16 = list(fit(cfg, data, "cpu", amp="bf16"))
+    assert all(r.status == "ok" for r in bf16) and bf16[-1].test_acc > 0.3
+    assert [r.train_loss for r in bf16] != plain  # bf16 matmuls round differently
+    with pytest.raises(ValueError, match="amp='fp8'"):
+        next(fit(cfg, data, "cpu", amp="fp8"))
