@@ -337,3 +337,23 @@ def test_markdown_names_failed_trials_without_figures(tmp_path):
     assert "Trials that diverged or failed" in text
     assert "| t009 | diverged | augment | 3 | 1 |" in text
     assert "![" not in text and "| 1 | — | augment | 53.0% ± 7.5 |" in text
+
+
+def test_a_side_stuck_at_chance_is_flagged_not_hidden():
+    import pandas as pd
+
+    from sweep.report import claims as C
+
+    rows = []
+    for seed in range(3):
+        for opt, lr, acc in (("sgd", 1e-3, 0.10), ("sgd", 1e-5, 0.10),
+                             ("adam", 1e-3, 0.55 + seed / 100), ("adam", 1e-5, 0.30)):
+            rows.append({"transform": "none", "model": "baseline", "regulariser": "none",
+                         "lam": 0.0, "optimiser": opt, "lr": lr, "epochs": 10, "batch_size": 256,
+                         "data_fraction": 1.0, "final_relu": True, "seed": seed,
+                         "final_test_acc": acc, "final_test_loss": 2.3, "final_train_acc": acc})
+    trials = pd.DataFrame(rows)
+    robust = next(c for c in C.CLAIMS if c.gap)
+    row = C.judge(trials.assign(gap=0.0), robust)
+    assert row["verdict"] == C.HOLDS  # the rule is applied as stated...
+    assert "optimiser=sgd stays at chance" in row["note"]  # ...and the reader is told why

@@ -23,6 +23,7 @@ VERDICT_RULE = (
     "lies entirely on the claimed side of zero; **does not hold**: entirely on the other side; "
     "**inconclusive**: the interval contains zero, or there are fewer than two pairs (one seed).")
 HOLDS, FAILS, UNSURE, ABSENT = "holds", "does not hold", "inconclusive", "not in this run"
+CHANCE = 0.11  # test accuracy at or below this (10 classes: chance is 10%) means "never learned"
 
 
 @dataclass(frozen=True)
@@ -156,11 +157,20 @@ def judge(trials: pd.DataFrame, claim: Claim) -> dict:
         return {**row, "n": 0, "verdict": ABSENT, "note": missing_reason(trials, claim)}
     a, b, effect = mean_ci(pairs["a"]), mean_ci(pairs["b"]), mean_ci(pairs["a"] - pairs["b"])
     settings = len(pairs.index.droplevel("seed").unique()) if pairs.index.nlevels > 1 else 1
-    note = "one pair (one seed): no interval" if effect.n < 2 else ""
+    notes = ["one pair (one seed): no interval" if effect.n < 2 else "", chance_note(trials, claim)]
+    note = "; ".join(n for n in notes if n)
     return {**row, "n": effect.n, "settings": settings, "a_mean": a.mean, "a_half": a.half,
             "b_mean": b.mean, "b_half": b.half, "effect": effect.mean, "low": effect.low,
             "high": effect.high, "note": note,
             "verdict": verdict(effect.low, effect.high, effect.n, claim.better)}
+
+
+def chance_note(trials: pd.DataFrame, claim: Claim) -> str:
+    """A warning when a side never learned: its effect is then about failure, not the claim."""
+    stuck = [describe(side) for side in (claim.a, claim.b)
+             if select(trials, side)["final_test_acc"].mean() <= CHANCE]
+    return (f"{' and '.join(stuck)} stays at chance (≤ {CHANCE:.0%} test accuracy), so this "
+            "verdict reflects training that failed" if stuck else "")
 
 
 def judge_all(finished: pd.DataFrame) -> pd.DataFrame:
