@@ -1,9 +1,9 @@
-"""Driver-side Tune callbacks: results that describe themselves, and progress a person can read.
+"""Driver-side Tune callback: results that describe themselves (progress lines: sweep.progress).
 
 `Recorder` rewrites trials.csv / epochs.csv atomically as each epoch arrives (a crash loses at most
 the epoch in flight), de-duplicates epochs by (trial_id, epoch) so retries and resumes record each
 epoch once, and logs train and test on one TensorBoard chart per metric under tb/<trial_id>/.
-Both callbacks pickle as plain settings (Tune stores them in tuner.pkl) and rebuild on restore.
+The callback pickles as plain settings (Tune stores it in tuner.pkl) and rebuilds on restore.
 A fused Ray trial (sweep.grid --fuse) is recorded as its members: rows <trial_id>-m<k>, each with
 its own config, epochs and status, split from the `members` list of each result.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import time
 
 from ray import tune
 
@@ -184,60 +183,4 @@ def write_csv(path: str, columns: list, rows) -> None:
     os.replace(tmp, path)
 
 
-class Progress(tune.Callback):
-    """One compact line per change (trial started/finished/failed) plus a heartbeat."""
-
-    def __init__(self, total_trials: int, total_epochs: int, heartbeat_s: float = 30.0):
-        self.total_trials, self.total_epochs, self.heartbeat_s = total_trials, total_epochs, heartbeat_s
-        self._setup()
-
-    def _setup(self):
-        self.start = time.monotonic()
-        self.epochs_seen = 0
-        self.best = None
-        self.last_line, self.last_time = "", 0.0
-
-    def __getstate__(self):
-        return {k: getattr(self, k) for k in ("total_trials", "total_epochs", "heartbeat_s")}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._setup()
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.epochs_seen += 1
-        acc = result.get("test_acc")
-        if _finite(acc) and (self.best is None or acc > self.best):
-            self.best = acc
-
-    def on_step_end(self, iteration, trials, **info):
-        self.show(trials)
-
-    def on_experiment_end(self, trials, **info):
-        self.show(trials)  # prints only if the last step's line is out of date
-
-    def show(self, trials, force: bool = False):
-        counts = {s: sum(t.status == s for t in trials) for s in ("TERMINATED", "RUNNING", "ERROR")}
-        pending = max(self.total_trials - sum(counts.values()), 0)
-        elapsed = time.monotonic() - self.start
-        key = f"{counts} {pending}"
-        if not force and key == self.last_line and elapsed - self.last_time < self.heartbeat_s:
-            return
-        self.last_line, self.last_time = key, elapsed
-        done_epochs = sum(t.last_result.get("epoch", 0) if t.last_result else 0 for t in trials)
-        eta = _eta(elapsed, self.epochs_seen, self.total_epochs - done_epochs)
-        best = f"{100 * self.best:.1f}%" if self.best is not None else "-"
-        print(f"[{_clock(elapsed)}] done {counts['TERMINATED']}/{self.total_trials} · running "
-              f"{counts['RUNNING']} · pending {pending} · failed {counts['ERROR']} · best test acc "
-              f"{best} · ETA {eta}", flush=True)
-
-
-def _eta(elapsed: float, epochs_seen: int, epochs_left: int) -> str:
-    if epochs_seen == 0 or epochs_left <= 0:
-        return "-" if epochs_left > 0 else "0:00:00"
-    return _clock(elapsed / epochs_seen * epochs_left)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+from .progress import Progress  # noqa: E402,F401 - tuner.pkl files written before the split name it here

@@ -19,7 +19,8 @@ from ray import tune  # noqa: E402
 from cifar_core.data import load_cifar10  # noqa: E402
 
 from . import cli  # noqa: E402
-from .recorder import Progress, Recorder  # noqa: E402
+from .progress import Progress  # noqa: E402
+from .recorder import Recorder  # noqa: E402
 from .runfolder import (RunFolder, SweepError, check_location, command_line,  # noqa: E402
                         default_name, now_iso, provenance)
 from .trainable import Execution, train_trial  # noqa: E402
