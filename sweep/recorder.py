@@ -10,11 +10,11 @@ its own config, epochs and status, split from the `members` list of each result.
 from __future__ import annotations
 
 import csv
-import math
 import os
 
 from ray import tune
 
+from .progress import Progress, _finite  # noqa: F401 (tuner.pkl of older runs names Progress here)
 from .space import AXES, SCALARS, trial_values
 
 CONFIG_COLUMNS = ["label", *AXES, "seed", *SCALARS]
@@ -159,13 +159,6 @@ def _first_error_line(trial) -> str:
         return f"see {path}"
 
 
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
 def read_csv(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
@@ -182,5 +175,3 @@ def write_csv(path: str, columns: list, rows) -> None:
         writer.writerows(rows)
     os.replace(tmp, path)
 
-
-from .progress import Progress  # noqa: E402,F401 - tuner.pkl files written before the split name it here

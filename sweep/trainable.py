@@ -43,48 +43,55 @@ def train_trial(config: dict, data: dict, execution: Execution = Execution()) ->
     values = trial_values(config)
     if "members" in values:
         return train_fused(values["members"], data, execution)
-    cfg = TrialConfig.from_dict({k: v for k, v in values.items() if k not in LABEL_KEYS})
-    device = resolve_device(execution.device)
-    torch.set_num_threads(execution.threads)
-    state = TrainState.create(cfg, device)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state.load_state_dict(torch.load(os.path.join(folder, STATE_FILE), weights_only=True,
-                                             map_location=device))
+    cfg = _config(values)
+    device = _device(execution)
+    state = _restored(TrainState.create(cfg, device), device)
     node = node_name()
     for result in fit(cfg, CifarData.from_numpy(data), device, state=state,
                       channels_last=execution.channels_last, amp=execution.amp):
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(state.state_dict(), os.path.join(folder, STATE_FILE))
-            tune.report(dict(result.to_dict(), node=node),
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+        _report(dict(result.to_dict(), node=node), state)
 
 
 def train_fused(members: list[dict], data: dict, execution: Execution = Execution()) -> None:
     """Train fused trials as one stack; each epoch's one report carries `members` (member k's
     result, None once it stopped) and the best member's test_acc for schedulers."""
-    cfgs = [TrialConfig.from_dict({k: v for k, v in m.items() if k not in LABEL_KEYS})
-            for m in members]
-    device = resolve_device(execution.device)
-    torch.set_num_threads(execution.threads)
-    state = FusedState.create(cfgs, device)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state.load_state_dict(torch.load(os.path.join(folder, STATE_FILE), weights_only=True,
-                                             map_location=device))
+    cfgs = [_config(m) for m in members]
+    device = _device(execution)
+    state = _restored(FusedState.create(cfgs, device), device)
     node = node_name()
     for results in fit_fused(cfgs, CifarData.from_numpy(data), device, state=state,
                              channels_last=execution.channels_last):
         done = [r for r in results if r is not None]
         accs = [r.test_acc for r in done if math.isfinite(r.test_acc)]
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(state.state_dict(), os.path.join(folder, STATE_FILE))
-            tune.report({"members": [r.to_dict() if r else None for r in results], "node": node,
-                         "epoch": max(r.epoch for r in done),
-                         "test_acc": max(accs, default=math.nan)},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+        _report({"members": [r.to_dict() if r else None for r in results], "node": node,
+                 "epoch": max(r.epoch for r in done), "test_acc": max(accs, default=math.nan)},
+                state)
+
+
+def _config(values: dict) -> TrialConfig:
+    return TrialConfig.from_dict({k: v for k, v in values.items() if k not in LABEL_KEYS})
+
+
+def _device(execution: Execution) -> torch.device:
+    torch.set_num_threads(execution.threads)
+    return resolve_device(execution.device)
+
+
+def _restored(state, device):
+    """`state` loaded from the trial's latest checkpoint when Tune retries or resumes it."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state.load_state_dict(torch.load(os.path.join(folder, STATE_FILE), weights_only=True,
+                                             map_location=device))
+    return state
+
+
+def _report(metrics: dict, state) -> None:
+    """One epoch's metrics with a checkpoint of everything needed to continue."""
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(state.state_dict(), os.path.join(folder, STATE_FILE))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def node_name() -> str:
