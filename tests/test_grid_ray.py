@@ -233,7 +233,7 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run):
 
 # --- (c, e) a concurrent sweep is refused; a killed driver's run resumes -------------------------
 
-KILL_EPOCHS = 8
+KILL_EPOCHS = 30  # trials must outlast the refusal checks and be caught mid-run
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +301,7 @@ def test_resume_after_the_driver_is_killed_finishes_without_rerunning(killed_run
 
 # --- (f) a 2-node cluster on 127.0.0.1 that loses its worker node --------------------------------
 
-CLUSTER_EPOCHS = 8
+CLUSTER_EPOCHS = 40  # long enough (~10 s a trial on a quiet machine) to catch one mid-run
 FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
                       "health_check_failure_threshold": 4}
 
