@@ -13,7 +13,7 @@ import sys
 import yaml
 
 from .runfolder import SweepError
-from .space import AXES
+from .space import AXES, DEFAULT_SCALARS
 
 AXIS_HELP = {
     "transform": "input transforms: none, augment, normalize, augment+normalize",
@@ -65,7 +65,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 COMMON_DEFAULTS = {
-    "seeds": 1, "epochs": 10, "batch_size": 256, "data_dir": None, "download": False,
+    "seeds": 1, **DEFAULT_SCALARS, "data_dir": None, "download": False,
     "results_dir": "results", "name": None, "resume": False, "address": None,
     "cpus_per_trial": 1.0, "gpus_per_trial": None, "max_concurrent": None, "max_failures": 2,
     "channels_last": True, "amp": "none", "smoke": False, "report": False,
