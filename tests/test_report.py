@@ -357,3 +357,12 @@ def test_a_side_stuck_at_chance_is_flagged_not_hidden():
     row = C.judge(trials.assign(gap=0.0), robust)
     assert row["verdict"] == C.HOLDS  # the rule is applied as stated...
     assert "optimiser=sgd stays at chance" in row["note"]  # ...and the reader is told why
+
+
+def test_fused_members_count_their_shared_training_time_once():
+    import pandas as pd
+
+    from sweep.report.render_run import training_seconds
+
+    trials = pd.DataFrame({"trial_id": ["a-m0", "a-m1", "b"], "train_seconds": [10.0, 10.0, 4.0]})
+    assert training_seconds(trials) == 14.0

@@ -29,6 +29,14 @@ def _hardware(meta: dict) -> str:
     return "; ".join(parts) or fmt.DASH
 
 
+def training_seconds(trials) -> float | None:
+    """Training time summed over Ray trials: fused members (<id>-m<k>) share one stack's time."""
+    if "train_seconds" not in trials or "trial_id" not in trials:
+        return None
+    ray_trial = trials["trial_id"].astype(str).str.replace(r"-m\d+$", "", regex=True)
+    return float(trials.groupby(ray_trial)["train_seconds"].max().sum())
+
+
 def provenance_rows(name: str, meta: dict, trials) -> list[list[str]]:
     """key/value rows for one run folder."""
     if len(meta) <= 1:  # only the path we added: there was no run.json
@@ -36,7 +44,7 @@ def provenance_rows(name: str, meta: dict, trials) -> list[list[str]]:
                 ["run.json", "missing: command, versions and hardware unknown"],
                 ["trials by status", _status_counts(trials)]]
     command = meta.get("command") or " ".join(meta.get("argv") or []) or fmt.DASH
-    seconds = trials["train_seconds"].sum() if "train_seconds" in trials else None
+    seconds = training_seconds(trials)
     return [["run folder", f"`{meta.get('path', '')}`"], ["kind", str(meta.get("kind", fmt.DASH))],
             ["command", f"`{command}`"], ["status", str(meta.get("status", fmt.DASH))],
             ["trials by status", _status_counts(trials)],
