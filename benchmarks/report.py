@@ -45,7 +45,8 @@ def render_throughput(t: dict) -> str:
         lines.append(f"{transform}: threads vs trials -> {w['winner']} wins "
                      f"(concurrent / best one-trial {w['threads']} threads = "
                      f"{w['concurrent_over_threaded']:.2f}x); fastest single trial: "
-                     f"{w['fastest_single_trial']}")
+                     f"{w['fastest_single_trial']}; best set-up: {w['best_set_up']} "
+                     f"({w['best_vs_seed']:.2f}x the seed loop)")
     return "\n".join(lines)
 
 

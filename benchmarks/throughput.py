@@ -9,6 +9,12 @@ split is cut to EVAL_IMAGES so it costs little). Set-ups per transform level:
 * project: `fit(..., threads=T, channels_last=C)` for T in THREADS and C in (True, False);
 * concurrent: CONCURRENT processes (spawn) each running `fit(..., threads=1)` at once, released
   together by a barrier; their img/s summed. This answers "threads per trial or trials at once".
+  Also with glibc's default malloc settings (cifar_core.train.tune_allocator off), to show what
+  keeping activation buffers in the heap is worth;
+* fused: CONCURRENT processes each training FUSE configurations of one fused stack
+  (`fit_fused`, the grid's `--fuse N`): the members differ in regulariser, optimiser and lr like a
+  grid's group and share the seed, so they draw their batches once. img/s counts member-images
+  (M configs x images), the work the grid needs done.
 
 Run through `python -m benchmarks --only throughput`; `measure_throughput` is the entry point.
 """
@@ -23,14 +29,18 @@ from queue import Empty
 import torch
 
 from cifar_core.config import TrialConfig
+import os
+
 from cifar_core.data import CifarData
-from cifar_core.train import fit
+from cifar_core.fused import fit_fused
+from cifar_core.train import ALLOCATOR_ENV, fit
 
 from .seed_loop import seed_epoch
 
 TRANSFORMS = ("none", "augment+normalize")
 THREADS = (1, 2)
 CONCURRENT = 2
+FUSE = (2, 4, 6)
 EVAL_IMAGES = 1000
 _CHILD_TIMEOUT_S = 3600
 
@@ -50,20 +60,39 @@ def cut(data: CifarData, images: int | None, *, seed: int = 0) -> CifarData:
                      data.test_x[:EVAL_IMAGES], data.test_y[:EVAL_IMAGES])
 
 
-def project_epoch(data: CifarData, transform: str, *, threads: int, channels_last: bool) -> dict:
-    """One epoch of `cifar_core.train.fit` with this many threads and memory format."""
-    (result,) = fit(bench_config(transform), data, "cpu", threads=threads, channels_last=channels_last)
-    return {"images": len(data.train_y), "train_seconds": result.train_seconds,
-            "images_per_second": result.images_per_second}
+def fused_configs(transform: str, members: int) -> list[TrialConfig]:
+    """`members` configs of one fused stack, cycling through the grid's regularisers x optimisers x lr."""
+    grid = [(reg, opt, lr) for reg in ("none", "l1", "l2") for opt in ("adam", "sgd")
+            for lr in (1e-3, 1e-5)]
+    return [dataclasses.replace(bench_config(transform), regulariser=reg, optimiser=opt, lr=lr)
+            for reg, opt, lr in (grid[k % len(grid)] for k in range(members))]
+
+
+def project_epoch(data: CifarData, transform: str, *, threads: int, channels_last: bool,
+                  fuse: int = 1) -> dict:
+    """One epoch of `fit` (or of `fit_fused` with `fuse` members) at this many threads and layout;
+    images count member-images."""
+    if fuse == 1:
+        (result,) = fit(bench_config(transform), data, "cpu", threads=threads,
+                        channels_last=channels_last)
+    else:
+        (results,) = fit_fused(fused_configs(transform, fuse), data, "cpu", threads=threads,
+                               channels_last=channels_last)
+        result = results[0]
+    images = len(data.train_y) * fuse
+    return {"images": images, "train_seconds": result.train_seconds,
+            "images_per_second": images / result.train_seconds}
 
 
 def concurrent_epochs(data: CifarData, transform: str, *, trials: int = CONCURRENT,
-                      channels_last: bool = True) -> dict:
-    """`trials` 1-thread fits in separate processes started together; img/s summed over them."""
+                      channels_last: bool = True, fuse: int = 1, allocator: bool = True) -> dict:
+    """`trials` 1-thread fits (fused stacks of `fuse`) in separate processes started together;
+    img/s summed over them. allocator=False keeps glibc's default malloc settings."""
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(trials), ctx.Queue()
     arrays = data.to_numpy()
-    procs = [ctx.Process(target=_child, args=(arrays, transform, channels_last, barrier, queue))
+    procs = [ctx.Process(target=_child, args=(arrays, transform, channels_last, fuse, allocator,
+                                              barrier, queue))
              for _ in range(trials)]
     for proc in procs:
         proc.start()
@@ -76,7 +105,7 @@ def concurrent_epochs(data: CifarData, transform: str, *, trials: int = CONCURRE
     if errors:
         raise RuntimeError(f"a concurrent trial failed:\n{errors[0]}")
     per_trial = [value for _, value in replies]
-    return {"images": len(data.train_y) * trials, "per_trial": per_trial,
+    return {"images": len(data.train_y) * trials * fuse, "per_trial": per_trial,
             "images_per_second": sum(per_trial)}
 
 
@@ -93,12 +122,15 @@ def _replies(queue, procs) -> list[tuple[str, object]]:
     return replies
 
 
-def _child(arrays: dict, transform: str, channels_last: bool, barrier, queue) -> None:
+def _child(arrays: dict, transform: str, channels_last: bool, fuse: int, allocator: bool,
+           barrier, queue) -> None:
     try:
+        if not allocator:
+            os.environ[ALLOCATOR_ENV] = "default"
         data = CifarData.from_numpy(arrays)
         torch.set_num_threads(1)
         barrier.wait(timeout=_CHILD_TIMEOUT_S)
-        result = project_epoch(data, transform, threads=1, channels_last=channels_last)
+        result = project_epoch(data, transform, threads=1, channels_last=channels_last, fuse=fuse)
         queue.put(("ok", result["images_per_second"]))
     except BaseException:  # noqa: BLE001 - the parent reports it
         queue.put(("error", traceback.format_exc()))
@@ -113,15 +145,22 @@ class SetUp:
     threads: int
     channels_last: bool | None = None
     trials: int = 1
+    fuse: int = 1  # configs per fused stack (member-images counted)
+    allocator: bool = True  # cifar_core.train.tune_allocator applied
 
 
-def setups(seed_threads: int) -> list[SetUp]:
+def setups(seed_threads: int, fuse=FUSE) -> list[SetUp]:
     rows = [SetUp(f"seed loop (DataLoader, {seed_threads} thr)", "seed", seed_threads)]
     for threads in THREADS:
         for cl in (True, False):
             layout = "channels_last" if cl else "NCHW"
             rows.append(SetUp(f"fit, {threads} thr, {layout}", "project", threads, cl))
     rows.append(SetUp(f"fit, {CONCURRENT} trials x 1 thr (sum)", "concurrent", 1, True, CONCURRENT))
+    rows.append(SetUp(f"fit, {CONCURRENT} trials x 1 thr, glibc malloc", "concurrent", 1, True,
+                      CONCURRENT, allocator=False))
+    for m in fuse:
+        rows.append(SetUp(f"fused x{m}, {CONCURRENT} trials x 1 thr", "concurrent", 1, True,
+                          CONCURRENT, fuse=m))
     return rows
 
 
@@ -137,14 +176,15 @@ def run_setup(setup: SetUp, data: CifarData, transform: str) -> dict:
     if setup.kind == "project":
         return project_epoch(data, transform, threads=setup.threads,
                              channels_last=setup.channels_last)
-    return concurrent_epochs(data, transform, trials=setup.trials, channels_last=setup.channels_last)
+    return concurrent_epochs(data, transform, trials=setup.trials, channels_last=setup.channels_last,
+                             fuse=setup.fuse, allocator=setup.allocator)
 
 
 def measure_throughput(data: CifarData, *, images: int | None, seed_threads: int,
-                       transforms=TRANSFORMS, repeats: int = 1, log=print) -> dict:
+                       transforms=TRANSFORMS, repeats: int = 1, fuse=FUSE, log=print) -> dict:
     """Every set-up x transform, `repeats` times (interleaved); medians, ratios and the winner."""
     data = cut(data, images)
-    plan = [(t, s) for t in transforms for s in setups(seed_threads)]
+    plan = [(t, s) for t in transforms for s in setups(seed_threads, fuse)]
     runs: dict[tuple, list[float]] = {key: [] for key in plan}
     for r in range(repeats):
         for transform, setup in plan:
@@ -170,8 +210,10 @@ def winner(rows: list[dict], transform: str) -> dict:
                    key=lambda r: r["images_per_second"])
     together = next(r for r in mine if r["kind"] == "concurrent")
     best = max(threaded, together, key=lambda r: r["images_per_second"])
+    overall = max((r for r in mine if r["kind"] != "seed"), key=lambda r: r["images_per_second"])
     fastest = max((r for r in mine if r["trials"] == 1), key=lambda r: r["images_per_second"])
     return {"threads": max(THREADS), "threads_per_trial": threaded["name"],
             "concurrent_trials": together["name"], "winner": best["name"],
             "fastest_single_trial": fastest["name"],
-            "concurrent_over_threaded": together["images_per_second"] / threaded["images_per_second"]}
+            "concurrent_over_threaded": together["images_per_second"] / threaded["images_per_second"],
+            "best_set_up": overall["name"], "best_vs_seed": overall["vs_seed"]}

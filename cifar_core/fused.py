@@ -25,7 +25,9 @@ from torch import nn
 from .augment import test_batch, train_batch
 from .config import EpochResult, TrialConfig
 from .data import CifarData, subset
-from .train import _CHECK_EVERY, EVAL_BATCH, TrainState, _on_device, penalty, resolve_device
+from .models import pool_before_relu
+from .train import (_CHECK_EVERY, EVAL_BATCH, TrainState, _on_device, resolve_device,
+                    tune_allocator)
 
 SHARED = ("model", "transform", "epochs", "batch_size", "data_fraction", "final_relu")
 
@@ -103,8 +105,12 @@ def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads:
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
-    sets = ([_on_device(data, device)] * len(cfgs) if cfgs[0].data_fraction == 1 else  # one copy
-            [_on_device(subset(data, c.data_fraction, c.seed), device) for c in cfgs])
+    tune_allocator()
+    subsets: dict[tuple, CifarData] = {}  # one copy per distinct subset (all data: just one)
+    for c in cfgs:
+        key = (c.data_fraction, c.seed if c.data_fraction < 1 else None)
+        subsets.setdefault(key, _on_device(subset(data, c.data_fraction, c.seed), device))
+    sets = [subsets[(c.data_fraction, c.seed if c.data_fraction < 1 else None)] for c in cfgs]
     state = state or FusedState.create(cfgs, device)
     assert len(state.members) == len(cfgs), "state and cfgs hold different numbers of members"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -136,13 +142,18 @@ def _train_epoch(state: FusedState, cfgs, sets, live: list[int], fmt) -> dict[in
     """One epoch of the live members; each leaves at the check that finds its loss NaN/inf."""
     n, batch = len(sets[live[0]].train_y), cfgs[live[0]].batch_size
     assert all(len(sets[k].train_y) == n for k in live), "members' subsets differ in size"
-    orders = {k: torch.randperm(n, generator=state.members[k].order_rng).to(sets[k].train_x.device)
-              for k in live}
+    groups = _lockstep(state, sets, live)
+    orders = {}
+    for group in groups:  # one shuffle per group; the others' streams advance with it
+        order = torch.randperm(n, generator=state.members[group[0]].order_rng)
+        _follow(state, group, "order_rng")
+        orders.update({k: order.to(sets[k].train_x.device) for k in group})
     sums = {k: torch.zeros(3, dtype=torch.float64, device=sets[k].train_x.device) for k in live}
     going = list(live)
     for step, i in enumerate(range(0, n, batch)):
-        idx = {k: orders[k][i:i + batch] for k in going}
-        for k, stats in zip(going, _train_step(state, cfgs, sets, going, idx, fmt)):
+        batches = _batches(state, cfgs, sets, [[k for k in g if k in going] for g in groups],
+                           orders, slice(i, i + batch))
+        for k, stats in zip(going, _train_step(state, cfgs, going, batches, fmt)):
             sums[k] += stats
         if step % _CHECK_EVERY == 0:
             going = [k for k in going if torch.isfinite(sums[k][:2]).all()]
@@ -151,28 +162,78 @@ def _train_epoch(state: FusedState, cfgs, sets, live: list[int], fmt) -> dict[in
     return {k: _summary(sums[k], n) for k in live}
 
 
+def _lockstep(state: FusedState, sets, live: list[int]) -> list[list[int]]:
+    """Live members grouped by identical data and shuffle/augmentation streams (same seed and
+    data fraction, same epoch): a group draws its batches once and every member trains on them,
+    exactly as each would alone. Checked on the generator states, not inferred from configs."""
+    groups: dict[tuple, list[int]] = {}
+    for k in live:
+        m = state.members[k]
+        key = (id(sets[k]), m.epoch, bytes(m.order_rng.get_state().cpu().numpy()),
+               bytes(m.aug_rng.get_state().cpu().numpy()))
+        groups.setdefault(key, []).append(k)
+    return list(groups.values())
+
+
+def _follow(state: FusedState, group: list[int], stream: str) -> None:
+    """Set the group's other members' `stream` generator to where its first member's stands."""
+    lead = getattr(state.members[group[0]], stream).get_state()
+    for k in group[1:]:
+        getattr(state.members[k], stream).set_state(lead)
+
+
+def _batches(state: FusedState, cfgs, sets, groups: list[list[int]], orders: dict, rows: slice
+             ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Member k -> its (augmented images, labels) for this step, drawn once per lockstep group."""
+    out = {}
+    for group in filter(None, groups):
+        k = group[0]
+        idx = orders[k][rows]
+        batch = (train_batch(sets[k].train_x[idx], cfgs[k].transform, state.members[k].aug_rng),
+                 sets[k].train_y[idx])
+        _follow(state, group, "aug_rng")
+        out.update({j: batch for j in group})
+    return out
+
+
 def _summary(sums: torch.Tensor, n: int) -> dict:
     loss, pen, hits = sums.tolist()
     finite = math.isfinite(loss) and math.isfinite(pen)
     return {"loss": loss / n, "penalty": pen / n, "acc": hits / n, "images": n, "finite": finite}
 
 
-def _train_step(state: FusedState, cfgs, sets, ks: list[int], idx: dict, fmt) -> list[torch.Tensor]:
+def _train_step(state: FusedState, cfgs, ks: list[int], batches: dict, fmt) -> list[torch.Tensor]:
     """One optimiser step of members ks on their own batches: per member (loss, penalty, hits)·B."""
-    transform = cfgs[ks[0]].transform
-    xs = [train_batch(sets[k].train_x[idx[k]], transform, state.members[k].aug_rng) for k in ks]
-    ys = [sets[k].train_y[idx[k]] for k in ks]
-    models = [state.members[k].model for k in ks]
-    out = _forward(models, _grouped(xs, fmt), [state.drop_rngs[k] for k in ks])
+    ys = [batches[k][1] for k in ks]
+    members = [state.members[k] for k in ks]
+    stacked = _stack([m.model for m in members])
+    out = _forward(members[0].model, stacked, _grouped([batches[k][0] for k in ks], fmt),
+                   [state.drop_rngs[k] for k in ks])
     losses = [F.cross_entropy(o, y) for o, y in zip(out, ys)]
-    regs = [penalty(model, cfgs[k]) for model, k in zip(models, ks)]
-    for k in ks:
-        state.members[k].optimiser.zero_grad(set_to_none=True)
-    sum(loss + reg for loss, reg in zip(losses, regs)).backward()
-    for k in ks:
-        state.members[k].optimiser.step()
+    regs = _penalties(stacked, [cfgs[k] for k in ks])
+    for m in members:
+        m.optimiser.zero_grad(set_to_none=True)
+    (sum(losses) + regs.sum()).backward()
+    for m in members:
+        m.optimiser.step()
     return [torch.stack([loss.detach() * len(y), reg.detach() * len(y), (o.argmax(1) == y).sum()])
             .double() for loss, reg, o, y in zip(losses, regs, out, ys)]
+
+
+def _stack(models: list[nn.Module]) -> list[torch.Tensor]:
+    """Each parameter of the M members stacked along a new first dimension (autograd-connected)."""
+    return [torch.stack(ps) for ps in zip(*(model.parameters() for model in models))]
+
+
+def _penalties(stacked: list[torch.Tensor], cfgs: list[TrialConfig]) -> torch.Tensor:
+    """(M,) member k's penalty: λ_k·Σ|w| or λ_k·Σw² over its own weights (as train.penalty)."""
+    total = stacked[0].new_zeros(len(cfgs))
+    for kind, fn in (("l1", torch.abs), ("l2", torch.square)):
+        lam = [c.lam if c.regulariser == kind else 0.0 for c in cfgs]
+        if any(lam):
+            sums = sum(fn(p).flatten(1).sum(1) for p in stacked)
+            total = total + torch.tensor(lam, dtype=total.dtype, device=total.device) * sums
+    return total
 
 
 def _grouped(xs: list[torch.Tensor], fmt) -> torch.Tensor:
@@ -180,21 +241,25 @@ def _grouped(xs: list[torch.Tensor], fmt) -> torch.Tensor:
     return torch.stack(xs, dim=1).flatten(1, 2).contiguous(memory_format=fmt)
 
 
-def _forward(models: list[nn.Module], x: torch.Tensor, drops: list | None = None) -> torch.Tensor:
-    """(M, B, classes) logits of M SeedNets; dropout masks come from `drops` (None: eval mode)."""
-    m = len(models)
-    params = iter([torch.stack(ps) for ps in zip(*(model.parameters() for model in models))])
-    for layer in models[0].conv_block:
+def _forward(template: nn.Module, stacked: list[torch.Tensor], x: torch.Tensor,
+             drops: list | None = None) -> torch.Tensor:
+    """(M, B, classes) logits of M SeedNets shaped like `template`, from their stacked
+    parameters; dropout masks come from `drops` (None: eval mode). Like SeedNet.forward, each
+    max-pool runs before the ReLU ahead of it (same values, 4x less ReLU work)."""
+    m, params = len(stacked[0]), iter(stacked)
+
+    def conv_layer(layer, x):
         if isinstance(layer, nn.Conv2d):
             weight, bias = next(params).flatten(0, 1), next(params).flatten()
-            x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups=m)
-        elif isinstance(layer, nn.ReLU):
-            x = F.relu_(x)  # in place: conv backward needs its input, not its output
-        else:
-            assert isinstance(layer, nn.MaxPool2d), f"cannot fuse {layer}"
-            x = layer(x)
+            return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups=m)
+        if isinstance(layer, nn.ReLU):
+            return F.relu_(x)  # in place: conv and pool backward need their inputs, not this
+        assert isinstance(layer, nn.MaxPool2d), f"cannot fuse {layer}"
+        return layer(x)
+
+    x = pool_before_relu(template.conv_block, x, conv_layer)
     h = x.reshape(x.shape[0], m, -1).transpose(0, 1)  # (M, B, C*H*W): each member's flatten(1)
-    for layer in models[0].linear_block:
+    for layer in template.linear_block:
         if isinstance(layer, nn.Linear):
             weight, bias = next(params), next(params)
             h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
@@ -219,11 +284,12 @@ def _evaluate(state: FusedState, transform: str, data: CifarData, ks: list[int],
     if not ks:
         return {}
     models = [state.members[k].model for k in ks]
+    stacked = _stack(models)
     loss, hits = [0.0] * len(ks), [0.0] * len(ks)
     for i in range(0, len(data.test_y), EVAL_BATCH):
         x = test_batch(data.test_x[i:i + EVAL_BATCH], transform)
         y = data.test_y[i:i + EVAL_BATCH]
-        for j, out in enumerate(_forward(models, _grouped([x] * len(ks), fmt))):
+        for j, out in enumerate(_forward(models[0], stacked, _grouped([x] * len(ks), fmt))):
             loss[j] += F.cross_entropy(out, y, reduction="sum").item()
             hits[j] += (out.argmax(1) == y).sum().item()
     n = len(data.test_y)

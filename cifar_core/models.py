@@ -32,11 +32,11 @@ class SeedNet(nn.Module):
         )
 
     def forward(self, x):
-        return self.linear_block(_pool_before_relu(self.conv_block, x).flatten(1))
+        return self.linear_block(pool_before_relu(self.conv_block, x).flatten(1))
 
 
-def _pool_before_relu(block: nn.Sequential, x):
-    """Run `block`, taking each MaxPool2d before the ReLU just ahead of it.
+def pool_before_relu(block: nn.Sequential, x, call=lambda layer, x: layer(x)):
+    """Run `block` (each layer as call(layer, x)), taking each MaxPool2d before the ReLU ahead of it.
 
     ReLU is monotone, so max-pooling and ReLU commute: the values are bit-identical and the
     gradients equal up to ties between positive maxima, while the ReLU and its backward touch 4x
@@ -46,9 +46,9 @@ def _pool_before_relu(block: nn.Sequential, x):
     while i < len(layers):
         if (isinstance(layers[i], nn.ReLU) and i + 1 < len(layers)
                 and isinstance(layers[i + 1], nn.MaxPool2d)):
-            x, i = layers[i](layers[i + 1](x)), i + 2
+            x, i = call(layers[i], call(layers[i + 1], x)), i + 2
         else:
-            x, i = layers[i](x), i + 1
+            x, i = call(layers[i], x), i + 1
     return x
 
 

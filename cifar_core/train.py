@@ -8,8 +8,12 @@ so a checkpoint is `state.state_dict()` and a resume is `state.load_state_dict(.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -24,6 +28,31 @@ from .models import build_model
 
 EVAL_BATCH = 1000
 _CHECK_EVERY = 20  # batches between divergence checks (each check syncs the device)
+
+
+ALLOCATOR_ENV = "CIFAR_CORE_ALLOCATOR"  # "default" leaves glibc's malloc settings alone
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+@functools.cache
+def tune_allocator() -> bool:
+    """Keep freed activation buffers in the process instead of handing them back to the kernel.
+
+    A training step on CPU allocates and frees the same few large activation tensors (up to
+    ~22 MB) every batch. glibc serves those by mmap and returns them on free, so every step
+    page-faults its activations in again (aten::fill_ of a fresh buffer ran at ~2.5 GB/s). With
+    the mmap threshold at its 32 MB maximum and trimming off, they are reused from the heap;
+    benchmarks/ measures the effect. Once per process, glibc only; True when applied. The
+    process keeps its peak heap (tens of MB for these nets) until it exits.
+    """
+    if os.environ.get(ALLOCATOR_ENV, "") == "default" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+                    and libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20))
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -67,9 +96,12 @@ class TrainState:
 
 def build_optimiser(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Adam or plain SGD (no momentum), as in the seed."""
+    # The fused (one-kernel) update: same arithmetic, ~3x cheaper than the per-tensor loop on
+    # CPU (0.27 vs 0.84 ms a step for this net, ~2% of a step).
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
     if cfg.optimiser == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr)
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=fused)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, fused=fused)
 
 
 def penalty(model: torch.nn.Module, cfg: TrialConfig) -> torch.Tensor:
@@ -94,6 +126,7 @@ def fit(cfg: TrialConfig, data: CifarData, device=None, *, threads: int | None =
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
+    tune_allocator()
     data = _on_device(subset(data, cfg.data_fraction, cfg.seed), device)
     state = state or TrainState.create(cfg, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format

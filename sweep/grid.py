@@ -4,8 +4,10 @@ With no argument: transform x model x regulariser x optimiser x lr = 96 trials o
 training data, seed 0, on an embedded local Ray. Comma-list flags (or --config FILE.yaml) narrow or
 widen any axis; --preset seed runs the seed report's own experiments; --dry-run lists trials;
 --smoke runs 2 tiny trials end to end; --address joins a Ray cluster; --resume --name X continues.
---fuse N trains up to N trials that share model, transform and scalars as one stacked model per
-Ray trial (cifar_core.fused); each member is still recorded as its own trial, <trial_id>-m<k>.
+--fuse N (default 4) trains up to N trials that share model, transform and scalars as one stacked
+model per Ray trial (cifar_core.fused); each member is still recorded as its own trial,
+<trial_id>-m<k>. Four at a time is the fastest set-up measured on CPU (benchmarks/); --fuse 1
+gives every configuration its own Ray trial.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from .space import (AXES, DEFAULT_GRID, SEED_EXPERIMENTS, SMOKE_GRID,
                     SMOKE_SCALARS, describe, expand_grid, seed_preset)
 
 PROG = "python -m sweep.grid"
+FUSE = 4  # configs per Ray trial: 2 stacks of 4 at 1 thread each beat 2 solo trials ~1.4-1.5x
 DEFAULTS = {**cli.COMMON_DEFAULTS, **{axis: None for axis in AXES}, "preset": None,
-            "dry_run": False, "fuse": 1}
+            "dry_run": False, "fuse": FUSE}
 EXECUTION = ("max_concurrent", "gpus_per_trial", "cpus_per_trial")  # checked for a resume too
 
 
@@ -34,7 +37,7 @@ def build_parser():
                    help="print one line per trial and the count; run nothing")
     p.add_argument("--fuse", type=int, metavar="N",
                    help="train up to N trials that differ only in lr, lam, regulariser, optimiser "
-                        "and seed as one stacked model per Ray trial (default 1: off)")
+                        f"and seed as one stacked model per Ray trial (default {FUSE}; 1: off)")
     return p
 
 
@@ -68,22 +71,21 @@ def fuse_groups(trials: list[dict], settings: dict) -> list[list[dict]] | None:
     return [group[i:i + n] for group in by_shared.values() for i in range(0, len(group), n)]
 
 
-def dry_run_fused(groups: list[list[dict]]) -> None:
-    for i, group in enumerate(groups, 1):
-        shared = describe({k: group[0][k] for k in SHARED})
-        print(f"{i:3d}. Ray trial of {len(group)} fused: {shared}")
-        for k, trial in enumerate(group):
-            label = f"  <- {trial['label']}" if trial.get("label") else ""
-            print(f"       m{k}. {describe(trial)}{label}")
-    print(f"{sum(map(len, groups))} trials in {len(groups)} Ray trials")
-
-
-def dry_run(trials: list[dict]) -> None:
+def dry_run(trials: list[dict], groups: list[list[dict]] | None = None) -> None:
+    """One numbered line per trial (under a header per Ray trial when fused), then the counts."""
     purpose = {label: text for label, text, _ in SEED_EXPERIMENTS}
-    for i, trial in enumerate(trials, 1):
-        labels = trial.get("label", "")
-        why = "; ".join(purpose[lab] for lab in labels.split("|")) if labels else ""
-        print(f"{i:3d}. {describe(trial)}" + (f"  <- {labels}: {why}" if why else ""))
+    number = {id(trial): i for i, trial in enumerate(trials, 1)}
+    for r, group in enumerate(groups or [trials], 1):
+        if groups:
+            shared = describe({k: group[0][k] for k in SHARED})
+            print(f"Ray trial {r}/{len(groups)}: {len(group)} fused, sharing {shared}")
+        for trial in group:
+            i = number[id(trial)]
+            labels = trial.get("label", "")
+            why = "; ".join(purpose[lab] for lab in labels.split("|")) if labels else ""
+            print(f"{i:3d}. {describe(trial)}" + (f"  <- {labels}: {why}" if why else ""))
+    if groups:
+        print(f"{len(groups)} Ray trials of up to {max(map(len, groups))} fused configurations")
     print(f"{len(trials)} trials")
 
 
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
         trials = build_trials(settings)
         groups = fuse_groups(trials, settings)
         if settings["dry_run"]:
-            dry_run(trials) if groups is None else dry_run_fused(groups)
+            dry_run(trials, groups)
             return 0
         space = {"preset": settings["preset"], "smoke": settings["smoke"], "seeds": settings["seeds"],
                  "axes": {a: sorted({str(t[a]) for t in trials}) for a in AXES}}
@@ -120,9 +122,10 @@ def _launch(settings, argv, trials, space, groups=None) -> int:
         return tune.Tuner(trainable, param_space={"trial": tune.grid_search(points)},
                           tune_config=tuning.tune_config(settings), run_config=run_config)
 
-    # n_trials counts recorded (member) trials; Progress counts Ray trials and their epochs
+    # n_trials counts configurations (fused members each count, in Progress too); epochs count
+    # Ray trials' epochs, as Progress sees them
     planned = (len(trials), sum((p["members"][0] if groups else p)["epochs"] for p in points))
-    extra = {"session_trials": len(points)} if groups else None
+    extra = {"ray_trials": len(points)} if groups else None
     return tuning.launch(kind="grid", prog=PROG, module="sweep.grid", argv=argv,
                          settings=settings, space=space, trials=planned, make_tuner=make_tuner,
                          extra=extra)

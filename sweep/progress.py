@@ -45,7 +45,8 @@ class Progress(tune.Callback):
     # memory (the saved state keeps them pending), so a closing count would claim "done 96/96".
 
     def show(self, trials, force: bool = False):
-        counts = {s: sum(t.status == s for t in trials) for s in ("TERMINATED", "RUNNING", "ERROR")}
+        counts = {s: sum(_configs(t) for t in trials if t.status == s)
+                  for s in ("TERMINATED", "RUNNING", "ERROR")}
         pending = max(self.total_trials - sum(counts.values()), 0)
         elapsed = time.monotonic() - self.start
         key = f"{counts} {pending}"
@@ -58,6 +59,12 @@ class Progress(tune.Callback):
         print(f"[{_clock(elapsed)}] done {counts['TERMINATED']}/{self.total_trials} · running "
               f"{counts['RUNNING']} · pending {pending} · failed {counts['ERROR']} · best test acc "
               f"{best} · ETA {eta}", flush=True)
+
+
+def _configs(trial) -> int:
+    """How many configurations a Ray trial trains: its fused members, else 1."""
+    point = trial.config.get("trial") if isinstance(trial.config, dict) else None
+    return len(point["members"]) if isinstance(point, dict) and "members" in point else 1
 
 
 def _eta(elapsed: float, epochs_seen: int, epochs_left: int) -> str:

@@ -45,13 +45,23 @@ def test_project_epoch_reports_positive_throughput(threads, channels_last):
 
 def test_throughput_section_measures_every_setup_and_names_a_winner():
     result = throughput.measure_throughput(DATA, images=256, seed_threads=1, transforms=("none",),
-                                           log=lambda _: None)
+                                           fuse=(3,), log=lambda _: None)
     assert result["images"] == 256 and {"repeats", "seed_threads", "rows", "winners"} <= set(result)
     kinds = [row["kind"] for row in result["rows"]]
-    assert kinds == ["seed"] + ["project"] * 4 + ["concurrent"]
+    assert kinds == ["seed"] + ["project"] * 4 + ["concurrent"] * 3
     assert all(row["images_per_second"] > 0 and row["vs_seed"] > 0 for row in result["rows"])
-    concurrent = result["rows"][-1]
+    concurrent, malloc, fused = result["rows"][-3:]
     assert concurrent["trials"] == 2 and len(concurrent["runs"]) == 1
+    assert not malloc["allocator"] and malloc["fuse"] == 1 and fused["fuse"] == 3
     winner = result["winners"]["none"]
     assert winner["winner"] in (winner["threads_per_trial"], winner["concurrent_trials"])
-    assert "img/s" in report.render_throughput(result)
+    assert winner["best_set_up"] in [row["name"] for row in result["rows"][1:]]
+    assert "img/s" in report.render_throughput(result) and "fused x3" in report.render_throughput(result)
+
+
+def test_fused_epoch_counts_member_images():
+    result = throughput.project_epoch(DATA, "none", threads=1, channels_last=True, fuse=3)
+    assert result["images"] == 3 * 512
+    assert result["images_per_second"] == pytest.approx(3 * 512 / result["train_seconds"])
+    cfgs = throughput.fused_configs("none", 12)
+    assert len({(c.regulariser, c.optimiser, c.lr) for c in cfgs}) == 12

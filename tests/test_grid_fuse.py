@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,9 +50,18 @@ def test_dry_run_with_fuse_shows_the_grouping(capsys):
     code = grid.main(["--dry-run", "--fuse", "2", "--transform", "none", "--model", "baseline",
                       "--regulariser", "none", "--optimiser", "adam,sgd", "--lr", "1e-3,1e-2"])
     lines = capsys.readouterr().out.splitlines()
-    assert code == 0 and lines[-1] == "4 trials in 2 Ray trials"
-    assert sum("Ray trial of 2 fused" in ln for ln in lines) == 2
-    assert sum(ln.strip().startswith(("m0.", "m1.")) for ln in lines) == 4
+    assert code == 0 and lines[-2:] == ["2 Ray trials of up to 2 fused configurations", "4 trials"]
+    assert sum(ln.startswith("Ray trial ") and "2 fused, sharing" in ln for ln in lines) == 2
+    assert [int(ln.split(".")[0]) for ln in lines if re.match(r"^\s*\d+\. ", ln)] == [1, 2, 3, 4]
+
+
+def test_default_grid_fuses_four_configurations_per_ray_trial(capsys):
+    assert grid.main(["--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == ["24 Ray trials of up to 4 fused configurations", "96 trials"]
+    assert grid.main(["--dry-run", "--fuse", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "96 trials" and not any(ln.startswith("Ray trial") for ln in lines)
 
 
 @pytest.mark.parametrize("value", ["0", "-2"])

@@ -242,6 +242,7 @@ def killed_run(tiny_cifar_dir, tmp_path_factory):
     folder = results / "k"
     argv = ["--transform", "augment+normalize", *TINY, "--optimiser", "adam",
             "--lr", "1e-3,3e-4,1e-4,3e-5", "--epochs", KILL_EPOCHS, "--max-concurrent", 1,
+            "--fuse", 1,  # one Ray trial per config: the kill must find one done, one mid-run
             "--results-dir", results, "--name", "k"]
     env = sweep_env(tiny_cifar_dir)
     log = results / "first.log"
@@ -337,6 +338,7 @@ def test_cluster_runs_on_both_nodes_and_survives_losing_one(two_nodes, tiny_cifa
     folder = tmp_path / "c"
     argv = ["--transform", "augment+normalize", *TINY, "--optimiser", "adam",
             "--lr", "1e-3,3e-4,1e-4,3e-5", "--epochs", CLUSTER_EPOCHS, "--address", cluster.address,
+            "--fuse", 1,  # one Ray trial per config, so both nodes get trials
             "--results-dir", tmp_path, "--name", "c"]
     log = tmp_path / "driver.log"
     # ray.init(address="127.0.0.1:P") rewrites loopback to the host's own IP, where this cluster
