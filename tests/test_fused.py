@@ -38,8 +38,15 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def configs(**shared) -> list[TrialConfig]:
-    return [TrialConfig(**SHARED_SETTINGS, **shared, **m) for m in MEMBERS]
+def configs(seeds=None, **shared) -> list[TrialConfig]:
+    """MEMBERS (their own seeds 0, 1, 2 unless `seeds` replaces them) with the shared settings."""
+    members = [dict(m, seed=s) for m, s in zip(MEMBERS, seeds)] if seeds else MEMBERS
+    return [TrialConfig(**SHARED_SETTINGS, **shared, **m) for m in members]
+
+
+# (0, 0, 0): one lockstep group, batches drawn once, dense first conv (the grid's case);
+# (0, 0, 1): a group of two plus one, grouped first conv; None: three seeds, nothing shared
+SEEDINGS = [None, (0, 0, 0), (0, 0, 1)]
 
 
 def assert_same(fused, alone, n_train: int, n_test: int) -> None:
@@ -65,9 +72,10 @@ def test_dropout_masks_are_the_draws_of_F_dropout_on_cpu():
     assert torch.equal(h * _dropout_masks(h, 0.25, gens), torch.stack(expected))
 
 
+@pytest.mark.parametrize("seeds", SEEDINGS)
 @pytest.mark.parametrize("model, fraction", [("baseline", 1.0), ("dropout", 0.5)])
-def test_each_member_matches_its_solo_run(model, fraction):
-    cfgs = configs(model=model, data_fraction=fraction)
+def test_each_member_matches_its_solo_run(model, fraction, seeds):
+    cfgs = configs(seeds, model=model, data_fraction=fraction)
     fused = list(fit_fused(cfgs, DATA, "cpu"))
     assert len(fused) == 2 and all(len(epoch) == len(cfgs) for epoch in fused)
     n_train = round(fraction * len(DATA.train_y))
@@ -89,8 +97,23 @@ def test_members_that_differ_in_a_shared_key_are_refused(key):
         next(fit_fused(cfgs, DATA, "cpu"))
 
 
-def test_a_diverging_member_stops_while_the_others_complete():
-    cfgs = configs()
+def test_members_with_one_seed_draw_each_batch_once(monkeypatch):
+    import cifar_core.fused as fused_module
+
+    calls = []
+    real = fused_module.train_batch
+    monkeypatch.setattr(fused_module, "train_batch", lambda *a: calls.append(1) or real(*a))
+    steps = 2 * math.ceil(len(DATA.train_y) / SHARED_SETTINGS["batch_size"])  # 2 epochs
+    list(fit_fused(configs((0, 0, 0)), DATA, "cpu"))
+    assert len(calls) == steps
+    calls.clear()
+    list(fit_fused(configs((0, 0, 1)), DATA, "cpu"))
+    assert len(calls) == 2 * steps
+
+
+@pytest.mark.parametrize("seeds", [None, (0, 0, 0)])
+def test_a_diverging_member_stops_while_the_others_complete(seeds):
+    cfgs = configs(seeds)
     cfgs[1] = dataclasses.replace(cfgs[1], optimiser="sgd", lr=1e3, regulariser="none", lam=0.0)
     fused = list(fit_fused(cfgs, DATA, "cpu"))
     assert len(fused) == 2
