@@ -44,7 +44,7 @@ class Plan:
     memory_fraction: float
 
 
-FULL = Plan(images=None, repeats=1, overhead_grid=sweep_overhead.FULL_GRID, overhead_fraction=0.2,
+FULL = Plan(images=None, repeats=1, overhead_grid=sweep_overhead.FULL_GRID, overhead_fraction=1.0,
             memory_grid=memory.FULL_GRID, memory_epochs=2, memory_fraction=1.0)
 QUICK = Plan(images=2048, repeats=1, overhead_grid=sweep_overhead.QUICK_GRID,
              overhead_fraction=0.02, memory_grid=memory.FULL_GRID, memory_epochs=1,
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, else ./data)")
     p.add_argument("--out", help="JSON file for every figure")
     p.add_argument("--images", type=int, help="cap the throughput epoch at N training images")
-    p.add_argument("--data-fraction", type=float, help="the overhead grid's data fraction (0.2)")
+    p.add_argument("--data-fraction", type=float, help="the overhead grid's data fraction (1: all)")
     p.add_argument("--repeats", type=int, help="throughput measurements per set-up (median; 1)")
     return p
 

@@ -47,6 +47,10 @@ def render_throughput(t: dict) -> str:
                      f"{w['concurrent_over_threaded']:.2f}x); fastest single trial: "
                      f"{w['fastest_single_trial']}; best set-up: {w['best_set_up']} "
                      f"({w['best_vs_seed']:.2f}x the seed loop)")
+    chunks = t.get("augment_chunks") or {}
+    if chunks:
+        lines.append("augmentation pass alone (augment+normalize, 1 thread), img/s by chunk size: "
+                     + ", ".join(f"{k}: {v:,.0f}" for k, v in chunks.items()))
     return "\n".join(lines)
 
 
@@ -55,19 +59,22 @@ def render_overhead(o: dict) -> str:
     sec = lambda v: "-" if v is None else f"{v:.1f} s"  # noqa: E731
     rows = [
         ["wall time of python -m sweep.grid", sec(o["wall_s"])],
-        ["in-trial time (sum of epoch seconds)", sec(o["in_trial_s"])],
+        ["in-trial time (epoch seconds, once per Ray trial)", sec(o["in_trial_s"])],
         ["  of which training", sec(o["in_trial_training_s"])],
         [f"overhead = 1 - in-trial / (wall x {o['concurrent']})", pct(o["overhead"])],
         ["tuner.fit time (run.json)", sec(o["tune_fit_s"])],
         [f"overhead inside tuner.fit = 1 - in-trial / (tuner.fit x {o['concurrent']})",
          pct(o["overhead_inside_tune_fit"])],
+        ["first trial running -> all done", sec(o.get("running_s"))],
+        [f"overhead while trials run = 1 - in-trial / (that x {o['concurrent']})",
+         pct(o.get("overhead_while_running"))],
         ["launch -> tuner.fit starts (imports, data, ray.init; +-1 s)", sec(o["before_tune_fit_s"])],
         ["launch -> first trial running", sec(o["startup_s"])],
         ["tear-down: all trials done -> exit", sec(o["teardown_s"])],
         ["mean in-trial time per trial", sec(o["mean_trial_s"])],
     ]
-    head = (f"(b) Sweep overhead: {o['trials']} trials x 1 epoch, {o['concurrent']} at once, "
-            f"statuses {o['statuses']}")
+    head = (f"(b) Sweep overhead: {o['trials']} trials x 1 epoch in {o.get('ray_trials', '?')} "
+            f"Ray trials, {o['concurrent']} at once, statuses {o['statuses']}")
     return head + "\n" + table(["figure", "value"], rows, right={1})
 
 

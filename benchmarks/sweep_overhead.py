@@ -1,19 +1,23 @@
 """Sweep overhead: how much of a Ray Tune grid's wall time is not spent inside trials.
 
 Runs `python -m sweep.grid` on a 16-trial grid (4 transforms x 2 models x 2 optimisers, 1 epoch,
-`--data-fraction D`, 2 trials at once) in a temp folder, then
+`--data-fraction D`, 2 Ray trials at once, the grid's default fusing) in a temp folder, then
 
-    overhead = 1 - (sum over trials of epochs.csv `seconds`) / (wall seconds x concurrent trials)
+    overhead = 1 - (in-trial seconds) / (wall seconds x concurrent Ray trials)
 
-where `seconds` is a trial's epoch, training plus evaluation, and the wall is the subprocess's,
-Python start-up and data loading included. The same ratio inside `tuner.fit` (run.json's
-`wall_seconds`), the time before `tuner.fit` (imports, data, `ray.init`; run.json's `started_at`,
-to the second), until the first trial runs (progress lines) and after the last one ends split it
-up. Run through `python -m benchmarks --only overhead`.
+where in-trial seconds sum epochs.csv's `seconds` (training plus evaluation) once per Ray trial
+and epoch (fused members share their stack's time), and the wall is the subprocess's, Python
+start-up and data loading included. The same ratio inside `tuner.fit` (run.json's
+`wall_seconds`) and between the first trial starting and the last one ending (the per-trial
+machinery alone: scheduling, checkpoints, reporting, recording), the time before `tuner.fit`
+(imports, data, `ray.init`; run.json's `started_at`, to the second), until the first trial runs
+(progress lines) and after the last one ends split it up. Run through
+`python -m benchmarks --only overhead`.
 """
 from __future__ import annotations
 
 import datetime
+import re
 from collections import Counter
 
 from cifar_core.config import TRANSFORMS
@@ -40,22 +44,40 @@ def summarise(run: GridRun, concurrent: int) -> dict:
     """The overhead figures of a finished grid run (pure: reads only `run`)."""
     cpus = run.info.get("hardware", {}).get("cluster_resources", {}).get("CPU", concurrent)
     slots = min(concurrent, int(cpus))
-    in_trial = sum(float(r["seconds"]) for r in run.epochs)
-    training = sum(float(r["train_seconds"]) for r in run.epochs)
+    in_trial = stack_seconds(run.epochs, "seconds")
+    training = stack_seconds(run.epochs, "train_seconds")
     tune_fit = float(run.info.get("wall_seconds") or 0.0)
     times = progress_times(run.lines)
-    done = times["all_trials_done_s"]
+    done, first = times["all_trials_done_s"], times["first_trial_running_s"]
+    running = None if done is None or first is None else done - first
     return {
         "argv": run.argv, "trials": len(run.trials), "epochs": len(run.epochs),
+        "ray_trials": len({ray_trial(r["trial_id"]) for r in run.trials}),
         "statuses": dict(Counter(r["status"] for r in run.trials)), "concurrent": slots,
         "wall_s": run.wall_seconds, "in_trial_s": in_trial, "in_trial_training_s": training,
         "overhead": _overhead(in_trial, run.wall_seconds, slots),
         "tune_fit_s": tune_fit, "overhead_inside_tune_fit": _overhead(in_trial, tune_fit, slots),
+        "running_s": running,
+        "overhead_while_running": None if running is None else _overhead(in_trial, running, slots),
         "before_tune_fit_s": _seconds_after(run.info.get("started_at"), run.launched_at),
         "startup_s": times["first_trial_running_s"],
         "teardown_s": None if done is None else run.wall_seconds - done,
         "mean_trial_s": in_trial / max(len(run.trials), 1),
     }
+
+
+def ray_trial(trial_id: str) -> str:
+    """The Ray trial a recorded trial ran in: fused members are <ray trial id>-m<k>."""
+    return re.sub(r"-m\d+$", "", trial_id)
+
+
+def stack_seconds(epochs: list[dict], column: str) -> float:
+    """`column` summed once per Ray trial and epoch: a fused stack's members all carry its time."""
+    per_step: dict[tuple, float] = {}
+    for row in epochs:
+        key = (ray_trial(row["trial_id"]), row["epoch"])
+        per_step[key] = max(per_step.get(key, 0.0), float(row[column]))
+    return sum(per_step.values())
 
 
 def _seconds_after(iso: str | None, launched_at: float) -> float | None:

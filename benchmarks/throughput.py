@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import statistics
+import time
 import traceback
 from queue import Empty
 
@@ -31,6 +32,7 @@ import torch
 from cifar_core.config import TrialConfig
 import os
 
+from cifar_core.augment import train_batch
 from cifar_core.data import CifarData
 from cifar_core.fused import fit_fused
 from cifar_core.train import ALLOCATOR_ENV, fit
@@ -41,6 +43,7 @@ TRANSFORMS = ("none", "augment+normalize")
 THREADS = (1, 2)
 CONCURRENT = 2
 FUSE = (2, 4, 6)
+AUGMENT_CHUNKS = (128, 256, 1024, 4096)
 EVAL_IMAGES = 1000
 _CHILD_TIMEOUT_S = 3600
 
@@ -193,7 +196,26 @@ def measure_throughput(data: CifarData, *, images: int | None, seed_threads: int
             log(f"  [{r + 1}/{repeats}] {transform:<18} {setup.name:<34} {value:9.0f} img/s")
     rows = [_row(transform, setup, runs) for transform, setup in plan]
     return {"images": len(data.train_y), "repeats": repeats, "seed_threads": seed_threads,
-            "rows": rows, "winners": {t: winner(rows, t) for t in transforms}}
+            "rows": rows, "winners": {t: winner(rows, t) for t in transforms},
+            "augment_chunks": augment_chunks(data)}
+
+
+def augment_chunks(data: CifarData, chunks=AUGMENT_CHUNKS, images: int = 8192) -> dict[int, float]:
+    """augment+normalize img/s (1 thread) when the augmentation pass takes `chunk` images at a
+    time: is it worth augmenting ahead in bigger chunks than the training batch?"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x, generator, out = data.train_x[:images], torch.Generator().manual_seed(0), {}
+    try:
+        for chunk in chunks:
+            train_batch(x[:chunk], "augment+normalize", generator)  # warm-up
+            start = time.perf_counter()
+            for i in range(0, len(x), chunk):
+                train_batch(x[i:i + chunk], "augment+normalize", generator)
+            out[chunk] = len(x) / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return out
 
 
 def _row(transform: str, setup: SetUp, runs: dict) -> dict:

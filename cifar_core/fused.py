@@ -10,9 +10,16 @@ run's up to float rounding. Dropout: on CPU, F.dropout multiplies by bernoulli_(
 from the global RNG; a member's dropout generator starts where its solo run's global RNG stands
 after building the model, so it draws the same masks. (On CUDA the solo run's fused kernel draws
 differently: there the masks agree in distribution only.)
+
+Members whose shuffle and augmentation streams are identical (same seed and data fraction: a
+grid's group) form a lockstep group: the group draws each batch once, and when the whole stack
+shares one batch the first convolution runs dense over all members' filters instead of grouped
+over M copies. On CPU a stack of 4 trains ~1.5x more configurations per second than solo trials
+(benchmarks/), which is why sweep.grid fuses 4 by default.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -26,8 +33,8 @@ from .augment import test_batch, train_batch
 from .config import EpochResult, TrialConfig
 from .data import CifarData, subset
 from .models import pool_before_relu
-from .train import (_CHECK_EVERY, EVAL_BATCH, TrainState, _on_device, resolve_device,
-                    tune_allocator)
+from .train import (_CHECK_EVERY, EVAL_BATCH, TrainState, _on_device, autocast_context,
+                    resolve_device, tune_allocator)
 
 SHARED = ("model", "transform", "epochs", "batch_size", "data_fraction", "final_relu")
 
@@ -93,8 +100,8 @@ def _dropout_rng(cfg: TrialConfig, device: torch.device) -> torch.Generator:
 
 
 def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads: int | None = None,
-              state: FusedState | None = None, channels_last: bool = True
-              ) -> Iterator[list[EpochResult | None]]:
+              state: FusedState | None = None, channels_last: bool = True,
+              amp: str | None = None) -> Iterator[list[EpochResult | None]]:
     """Train the members as one stack; per epoch a list with member k's result at k.
 
     A member whose loss turns NaN/inf gets a last result with status "diverged" and leaves the
@@ -109,17 +116,19 @@ def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads:
     subsets: dict[tuple, CifarData] = {}  # one copy per distinct subset (all data: just one)
     for c in cfgs:
         key = (c.data_fraction, c.seed if c.data_fraction < 1 else None)
-        subsets.setdefault(key, _on_device(subset(data, c.data_fraction, c.seed), device))
+        if key not in subsets:
+            subsets[key] = _on_device(subset(data, c.data_fraction, c.seed), device)
     sets = [subsets[(c.data_fraction, c.seed if c.data_fraction < 1 else None)] for c in cfgs]
     state = state or FusedState.create(cfgs, device)
     assert len(state.members) == len(cfgs), "state and cfgs hold different numbers of members"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    autocast = functools.partial(autocast_context, device, amp)  # amp="bf16": as in fit
     while live := state.live(cfgs[0].epochs):
         start = time.perf_counter()
-        train = _train_epoch(state, cfgs, sets, live, fmt)
+        train = _train_epoch(state, cfgs, sets, live, fmt, autocast)
         train_seconds = time.perf_counter() - start
         ok = [k for k in live if train[k]["finite"]]
-        tests = _evaluate(state, cfgs[0].transform, sets[0], ok, fmt)
+        tests = _evaluate(state, cfgs[0].transform, sets[0], ok, fmt, autocast)
         yield [_result(state, k, train[k], tests.get(k), start, train_seconds) if k in live else None
                for k in range(len(cfgs))]
 
@@ -138,7 +147,8 @@ def _result(state: FusedState, k: int, train: dict, test, start: float, train_se
         images_per_second=train["images"] / max(train_seconds, 1e-9), status=state.status[k])
 
 
-def _train_epoch(state: FusedState, cfgs, sets, live: list[int], fmt) -> dict[int, dict]:
+def _train_epoch(state: FusedState, cfgs, sets, live: list[int], fmt, autocast
+                 ) -> dict[int, dict]:
     """One epoch of the live members; each leaves at the check that finds its loss NaN/inf."""
     n, batch = len(sets[live[0]].train_y), cfgs[live[0]].batch_size
     assert all(len(sets[k].train_y) == n for k in live), "members' subsets differ in size"
@@ -153,7 +163,7 @@ def _train_epoch(state: FusedState, cfgs, sets, live: list[int], fmt) -> dict[in
     for step, i in enumerate(range(0, n, batch)):
         batches = _batches(state, cfgs, sets, [[k for k in g if k in going] for g in groups],
                            orders, slice(i, i + batch))
-        for k, stats in zip(going, _train_step(state, cfgs, going, batches, fmt)):
+        for k, stats in zip(going, _train_step(state, cfgs, going, batches, fmt, autocast)):
             sums[k] += stats
         if step % _CHECK_EVERY == 0:
             going = [k for k in going if torch.isfinite(sums[k][:2]).all()]
@@ -202,13 +212,15 @@ def _summary(sums: torch.Tensor, n: int) -> dict:
     return {"loss": loss / n, "penalty": pen / n, "acc": hits / n, "images": n, "finite": finite}
 
 
-def _train_step(state: FusedState, cfgs, ks: list[int], batches: dict, fmt) -> list[torch.Tensor]:
+def _train_step(state: FusedState, cfgs, ks: list[int], batches: dict, fmt, autocast
+                ) -> list[torch.Tensor]:
     """One optimiser step of members ks on their own batches: per member (loss, penalty, hits)·B."""
     ys = [batches[k][1] for k in ks]
     members = [state.members[k] for k in ks]
     stacked = _stack([m.model for m in members])
-    out = _forward(members[0].model, stacked, _stacked_input([batches[k][0] for k in ks], fmt),
-                   [state.drop_rngs[k] for k in ks])
+    with autocast():
+        out = _forward(members[0].model, stacked, _stacked_input([batches[k][0] for k in ks], fmt),
+                       [state.drop_rngs[k] for k in ks]).float()
     losses = [F.cross_entropy(o, y) for o, y in zip(out, ys)]
     regs = _penalties(stacked, [cfgs[k] for k in ks])
     for m in members:
@@ -286,7 +298,7 @@ def _dropout_masks(h: torch.Tensor, p: float, drops: list[torch.Generator]) -> t
 
 
 @torch.no_grad()
-def _evaluate(state: FusedState, transform: str, data: CifarData, ks: list[int], fmt
+def _evaluate(state: FusedState, transform: str, data: CifarData, ks: list[int], fmt, autocast
               ) -> dict[int, tuple[float, float]]:
     """Member k -> (mean test loss, test accuracy) over the shared test split, in eval mode."""
     if not ks:
@@ -297,7 +309,9 @@ def _evaluate(state: FusedState, transform: str, data: CifarData, ks: list[int],
     for i in range(0, len(data.test_y), EVAL_BATCH):
         x = test_batch(data.test_x[i:i + EVAL_BATCH], transform)
         y = data.test_y[i:i + EVAL_BATCH]
-        for j, out in enumerate(_forward(models[0], stacked, x.contiguous(memory_format=fmt))):
+        with autocast():
+            outs = _forward(models[0], stacked, x.contiguous(memory_format=fmt)).float()
+        for j, out in enumerate(outs):
             loss[j] += F.cross_entropy(out, y, reduction="sum").item()
             hits[j] += (out.argmax(1) == y).sum().item()
     n = len(data.test_y)

@@ -60,7 +60,7 @@ def train_fused(members: list[dict], data: dict, execution: Execution = Executio
     state = _restored(FusedState.create(cfgs, device), device)
     node = node_name()
     for results in fit_fused(cfgs, CifarData.from_numpy(data), device, state=state,
-                             channels_last=execution.channels_last):
+                             channels_last=execution.channels_last, amp=execution.amp):
         done = [r for r in results if r is not None]
         accs = [r.test_acc for r in done if math.isfinite(r.test_acc)]
         _report({"members": [r.to_dict() if r else None for r in results], "node": node,

@@ -56,6 +56,8 @@ def test_throughput_section_measures_every_setup_and_names_a_winner():
     winner = result["winners"]["none"]
     assert winner["winner"] in (winner["threads_per_trial"], winner["concurrent_trials"])
     assert winner["best_set_up"] in [row["name"] for row in result["rows"][1:]]
+    assert set(result["augment_chunks"]) == set(throughput.AUGMENT_CHUNKS)
+    assert all(v > 0 for v in result["augment_chunks"].values())
     assert "img/s" in report.render_throughput(result) and "fused x3" in report.render_throughput(result)
 
 
@@ -65,3 +67,24 @@ def test_fused_epoch_counts_member_images():
     assert result["images_per_second"] == pytest.approx(3 * 512 / result["train_seconds"])
     cfgs = throughput.fused_configs("none", 12)
     assert len({(c.regulariser, c.optimiser, c.lr) for c in cfgs}) == 12
+
+
+def test_overhead_counts_a_fused_stack_once_per_epoch():
+    from benchmarks import sweep_overhead
+    from benchmarks.sweeps import GridRun
+
+    epochs = [{"trial_id": f"a-m{k}", "epoch": e, "seconds": 10.0, "train_seconds": 9.0}
+              for k in range(4) for e in (1, 2)]
+    epochs += [{"trial_id": "b", "epoch": 1, "seconds": 20.0, "train_seconds": 18.0}]
+    trials = [{"trial_id": f"a-m{k}", "status": "completed"} for k in range(4)]
+    trials += [{"trial_id": "b", "status": "completed"}]
+    lines = [(5.0, "[0:00:05] done 0/5 · running 4 · pending 1"),
+             (25.0, "[0:00:25] done 5/5 · running 0 · pending 0")]
+    run = GridRun(argv=[], returncode=0, wall_seconds=30.0, lines=lines, launched_at=0.0,
+                  epochs=epochs, trials=trials, info={"wall_seconds": 28.0})
+    o = sweep_overhead.summarise(run, concurrent=2)
+    assert o["in_trial_s"] == 40.0 and o["in_trial_training_s"] == 36.0  # 2 stack epochs + b
+    assert o["ray_trials"] == 2 and o["trials"] == 5
+    assert o["overhead"] == pytest.approx(1 - 40 / 60)
+    assert o["overhead_while_running"] == pytest.approx(1 - 40 / 40)
+    assert "while trials run" in report.render_overhead(o)

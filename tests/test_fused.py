@@ -150,3 +150,15 @@ def test_a_checkpoint_of_another_stack_size_is_refused():
     smaller = FusedState.create(configs()[:2], torch.device("cpu"))
     with pytest.raises(ValueError, match="holds 3 members"):
         smaller.load_state_dict(state)
+
+
+def test_bf16_autocast_reaches_fused_members_as_it_does_fit():
+    cfgs = configs((0, 0, 0), model="baseline")
+    plain = [[r.train_loss for r in epoch] for epoch in fit_fused(cfgs, DATA, "cpu")]
+    bf16 = list(fit_fused(cfgs, DATA, "cpu", amp="bf16"))
+    assert all(r.status == "ok" and math.isfinite(r.test_loss) for epoch in bf16 for r in epoch)
+    assert [[r.train_loss for r in epoch] for epoch in bf16] != plain  # bf16 rounds differently
+    alone = list(fit(cfgs[0], DATA, "cpu", amp="bf16"))  # same autocast, same member: close
+    assert [e[0].train_loss for e in bf16] == pytest.approx([r.train_loss for r in alone], abs=0.05)
+    with pytest.raises(ValueError, match="amp='fp8'"):
+        next(fit_fused(cfgs, DATA, "cpu", amp="fp8"))
