@@ -17,10 +17,12 @@ machinery alone: scheduling, checkpoints, reporting, recording), the time before
 from __future__ import annotations
 
 import datetime
-import re
 from collections import Counter
 
+import pandas as pd
+
 from cifar_core.config import TRANSFORMS
+from sweep.report.load import ray_trial_ids
 
 from .sweeps import GridRun, grid_argv, progress_times, run_grid
 
@@ -52,7 +54,7 @@ def summarise(run: GridRun, concurrent: int) -> dict:
     running = None if done is None or first is None else done - first
     return {
         "argv": run.argv, "trials": len(run.trials), "epochs": len(run.epochs),
-        "ray_trials": len({ray_trial(r["trial_id"]) for r in run.trials}),
+        "ray_trials": int(ray_trial_ids(pd.Series([r["trial_id"] for r in run.trials])).nunique()),
         "statuses": dict(Counter(r["status"] for r in run.trials)), "concurrent": slots,
         "wall_s": run.wall_seconds, "in_trial_s": in_trial, "in_trial_training_s": training,
         "overhead": _overhead(in_trial, run.wall_seconds, slots),
@@ -66,18 +68,13 @@ def summarise(run: GridRun, concurrent: int) -> dict:
     }
 
 
-def ray_trial(trial_id: str) -> str:
-    """The Ray trial a recorded trial ran in: fused members are <ray trial id>-m<k>."""
-    return re.sub(r"-m\d+$", "", trial_id)
-
-
 def stack_seconds(epochs: list[dict], column: str) -> float:
     """`column` summed once per Ray trial and epoch: a fused stack's members all carry its time."""
-    per_step: dict[tuple, float] = {}
-    for row in epochs:
-        key = (ray_trial(row["trial_id"]), row["epoch"])
-        per_step[key] = max(per_step.get(key, 0.0), float(row[column]))
-    return sum(per_step.values())
+    if not epochs:
+        return 0.0
+    rows = pd.DataFrame(epochs)
+    per_step = rows[column].astype(float).groupby([ray_trial_ids(rows["trial_id"]), rows["epoch"]])
+    return float(per_step.max().sum())
 
 
 def _seconds_after(iso: str | None, launched_at: float) -> float | None:

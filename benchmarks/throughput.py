@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import statistics
 import time
 import traceback
@@ -29,13 +30,12 @@ from queue import Empty
 
 import torch
 
-from cifar_core.config import TrialConfig
-import os
-
 from cifar_core.augment import train_batch
+from cifar_core.config import TrialConfig
 from cifar_core.data import CifarData
 from cifar_core.fused import fit_fused
 from cifar_core.train import ALLOCATOR_ENV, fit
+from sweep.space import DEFAULT_GRID, expand_grid
 
 from .seed_loop import seed_epoch
 
@@ -64,11 +64,11 @@ def cut(data: CifarData, images: int | None, *, seed: int = 0) -> CifarData:
 
 
 def fused_configs(transform: str, members: int) -> list[TrialConfig]:
-    """`members` configs of one fused stack, cycling through the grid's regularisers x optimisers x lr."""
-    grid = [(reg, opt, lr) for reg in ("none", "l1", "l2") for opt in ("adam", "sgd")
-            for lr in (1e-3, 1e-5)]
-    return [dataclasses.replace(bench_config(transform), regulariser=reg, optimiser=opt, lr=lr)
-            for reg, opt, lr in (grid[k % len(grid)] for k in range(members))]
+    """`members` configs of one fused stack: the default grid's group for this transform and the
+    baseline net (regulariser x optimiser x lr, one seed), cycled when more are asked for."""
+    group = expand_grid(dict(DEFAULT_GRID, transform=[transform], model=["baseline"]), seeds=1,
+                        epochs=1, batch_size=bench_config(transform).batch_size)
+    return [TrialConfig.from_dict(group[k % len(group)]) for k in range(members)]
 
 
 def project_epoch(data: CifarData, transform: str, *, threads: int, channels_last: bool,

@@ -14,7 +14,7 @@ differently: there the masks agree in distribution only.)
 Members whose shuffle and augmentation streams are identical (same seed and data fraction: a
 grid's group) form a lockstep group: the group draws each batch once, and when the whole stack
 shares one batch the first convolution runs dense over all members' filters instead of grouped
-over M copies. On CPU a stack of 4 trains ~1.5x more configurations per second than solo trials
+over M copies. On CPU a stack of 4 trains ~1.6x more configurations per second than solo trials
 (benchmarks/), which is why sweep.grid fuses 4 by default.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .config import EpochResult, TrialConfig
 from .data import CifarData, subset
 from .models import pool_before_relu
 from .train import (_CHECK_EVERY, EVAL_BATCH, TrainState, _on_device, autocast_context,
-                    resolve_device, tune_allocator)
+                    penalty, resolve_device, tune_allocator)
 
 SHARED = ("model", "transform", "epochs", "batch_size", "data_fraction", "final_relu")
 
@@ -115,10 +115,9 @@ def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads:
     tune_allocator()
     subsets: dict[tuple, CifarData] = {}  # one copy per distinct subset (all data: just one)
     for c in cfgs:
-        key = (c.data_fraction, c.seed if c.data_fraction < 1 else None)
-        if key not in subsets:
-            subsets[key] = _on_device(subset(data, c.data_fraction, c.seed), device)
-    sets = [subsets[(c.data_fraction, c.seed if c.data_fraction < 1 else None)] for c in cfgs]
+        if _subset_key(c) not in subsets:
+            subsets[_subset_key(c)] = _on_device(subset(data, c.data_fraction, c.seed), device)
+    sets = [subsets[_subset_key(c)] for c in cfgs]
     state = state or FusedState.create(cfgs, device)
     assert len(state.members) == len(cfgs), "state and cfgs hold different numbers of members"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -131,6 +130,11 @@ def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads:
         tests = _evaluate(state, cfgs[0].transform, sets[0], ok, fmt, autocast)
         yield [_result(state, k, train[k], tests.get(k), start, train_seconds) if k in live else None
                for k in range(len(cfgs))]
+
+
+def _subset_key(cfg: TrialConfig) -> tuple:
+    """Configs with equal keys train on the same subset (the seed only picks a partial one)."""
+    return cfg.data_fraction, cfg.seed if cfg.data_fraction < 1 else None
 
 
 def _result(state: FusedState, k: int, train: dict, test, start: float, train_seconds: float
@@ -222,10 +226,10 @@ def _train_step(state: FusedState, cfgs, ks: list[int], batches: dict, fmt, auto
         out = _forward(members[0].model, stacked, _stacked_input([batches[k][0] for k in ks], fmt),
                        [state.drop_rngs[k] for k in ks]).float()
     losses = [F.cross_entropy(o, y) for o, y in zip(out, ys)]
-    regs = _penalties(stacked, [cfgs[k] for k in ks])
+    regs = [penalty(m.model, cfgs[k]) for m, k in zip(members, ks)]
     for m in members:
         m.optimiser.zero_grad(set_to_none=True)
-    (sum(losses) + regs.sum()).backward()
+    (sum(losses) + sum(regs)).backward()
     for m in members:
         m.optimiser.step()
     return [torch.stack([loss.detach() * len(y), reg.detach() * len(y), (o.argmax(1) == y).sum()])
@@ -235,17 +239,6 @@ def _train_step(state: FusedState, cfgs, ks: list[int], batches: dict, fmt, auto
 def _stack(models: list[nn.Module]) -> list[torch.Tensor]:
     """Each parameter of the M members stacked along a new first dimension (autograd-connected)."""
     return [torch.stack(ps) for ps in zip(*(model.parameters() for model in models))]
-
-
-def _penalties(stacked: list[torch.Tensor], cfgs: list[TrialConfig]) -> torch.Tensor:
-    """(M,) member k's penalty: λ_k·Σ|w| or λ_k·Σw² over its own weights (as train.penalty)."""
-    total = stacked[0].new_zeros(len(cfgs))
-    for kind, fn in (("l1", torch.abs), ("l2", torch.square)):
-        lam = [c.lam if c.regulariser == kind else 0.0 for c in cfgs]
-        if any(lam):
-            sums = sum(fn(p).flatten(1).sum(1) for p in stacked)
-            total = total + torch.tensor(lam, dtype=total.dtype, device=total.device) * sums
-    return total
 
 
 def _stacked_input(xs: list[torch.Tensor], fmt) -> torch.Tensor:
@@ -260,8 +253,9 @@ def _stacked_input(xs: list[torch.Tensor], fmt) -> torch.Tensor:
 def _forward(template: nn.Module, stacked: list[torch.Tensor], x: torch.Tensor,
              drops: list | None = None) -> torch.Tensor:
     """(M, B, classes) logits of M SeedNets shaped like `template`, from their stacked
-    parameters, on x = one shared (B, C, H, W) batch or M stacked ones (B, M*C, H, W); dropout masks come from `drops` (None: eval mode). Like SeedNet.forward, each
-    max-pool runs before the ReLU ahead of it (same values, 4x less ReLU work)."""
+    parameters, on x = one shared batch (B, C, H, W) or M stacked ones (B, M*C, H, W); dropout
+    masks come from `drops` (None: eval mode). Like SeedNet.forward, each max-pool runs before
+    the ReLU ahead of it (same values, 4x less ReLU work)."""
     m, params = len(stacked[0]), iter(stacked)
 
     def conv_layer(layer, x):

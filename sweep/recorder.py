@@ -103,6 +103,7 @@ class Recorder(tune.Callback):
         values = trial_values(trial.config)
         if "members" not in values:
             return [self._row(trial.trial_id, values)]
+        # the id format is parsed back by sweep.report.load.ray_trial_ids
         return [self._row(f"{trial.trial_id}-m{k}", v) for k, v in enumerate(values["members"])]
 
     def _row(self, trial_id: str, values: dict) -> dict:

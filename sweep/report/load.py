@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 CATEGORICAL = ("transform", "model", "regulariser", "optimiser")
+FUSED_MEMBER = r"-m\d+$"  # sweep.recorder writes fused member k of Ray trial T as "T-m<k>"
 FLOATS = ("lam", "lr", "data_fraction")
 INTS = ("epochs", "batch_size")
 CONFIG = ("transform", "model", "regulariser", "lam", "optimiser", "lr", "epochs", "batch_size",
@@ -148,3 +149,8 @@ def combine_runs(runs: list[Run]) -> Run:
         epochs.append(run.epochs.assign(run=name, trial_id=name + "/" + run.epochs["trial_id"]))
     return Run(name=" + ".join(names), trials=pd.concat(trials, ignore_index=True),
                epochs=pd.concat(epochs, ignore_index=True), metas=metas)
+
+
+def ray_trial_ids(trial_ids: pd.Series) -> pd.Series:
+    """The Ray trial each recorded trial ran in: a fused member's id without its -m<k>."""
+    return trial_ids.astype(str).str.replace(FUSED_MEMBER, "", regex=True)

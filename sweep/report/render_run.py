@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import fmt
+from .load import ray_trial_ids
 from .summary import status_text
 
 
@@ -33,8 +34,7 @@ def training_seconds(trials) -> float | None:
     """Training time summed over Ray trials: fused members (<id>-m<k>) share one stack's time."""
     if "train_seconds" not in trials or "trial_id" not in trials:
         return None
-    ray_trial = trials["trial_id"].astype(str).str.replace(r"-m\d+$", "", regex=True)
-    return float(trials.groupby(ray_trial)["train_seconds"].max().sum())
+    return float(trials.groupby(ray_trial_ids(trials["trial_id"]))["train_seconds"].max().sum())
 
 
 def provenance_rows(name: str, meta: dict, trials) -> list[list[str]]:
