@@ -34,7 +34,7 @@ from .config import EpochResult, TrialConfig
 from .data import CifarData, subset
 from .models import pool_before_relu
 from .train import (_CHECK_EVERY, EVAL_BATCH, TrainState, _on_device, autocast_context,
-                    penalty, resolve_device, tune_allocator)
+                    flush_denormals, penalty, resolve_device, tune_allocator)
 
 SHARED = ("model", "transform", "epochs", "batch_size", "data_fraction", "final_relu")
 
@@ -108,6 +108,7 @@ def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads:
     stack while the others go on; from then on (and for members already done) its entry is None.
     seconds and train_seconds are the stack's; images_per_second counts the member's own images.
     """
+    flush_denormals()  # as fit: before any op, so worker threads inherit it
     cfgs = check_fusable(cfgs)
     device = resolve_device(device)
     if threads:

@@ -106,6 +106,21 @@ def test_fit_yields_one_result_per_epoch_and_learns():
     assert results[-1].train_loss < results[0].train_loss
 
 
+@pytest.mark.parametrize("trainer", ["fit", "fit_fused"])
+def test_training_flushes_subnormal_floats(trainer):
+    # L2-decayed weights produce subnormal products, which x86 computes 10-100x slower; fit and
+    # fit_fused switch the CPU to flush them to zero (the first full grid lost ~6 min to them).
+    from cifar_core.fused import fit_fused
+    tiny = torch.tensor([1e-30])
+    torch.set_flush_denormal(False)
+    assert (tiny * 1e-10).item() > 0  # subnormal, kept
+    cfg = TrialConfig(epochs=1, batch_size=64)
+    run = fit(cfg, synthetic(128, 64, seed=0), "cpu") if trainer == "fit" else \
+        fit_fused([cfg, dataclasses.replace(cfg, lr=1e-4)], synthetic(128, 64, seed=0), "cpu")
+    next(iter(run))
+    assert (tiny * 1e-10).item() == 0.0
+
+
 @pytest.mark.parametrize("transform, model", [("augment+normalize", "dropout"), ("none", "baseline")])
 def test_same_config_and_seed_give_identical_metrics(transform, model):
     data = synthetic(512, 128, seed=0)
