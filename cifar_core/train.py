@@ -26,7 +26,10 @@ from .config import EpochResult, TrialConfig
 from .data import CifarData, subset
 from .models import build_model
 
-EVAL_BATCH = 1000
+# Test images per evaluation batch. Small enough that a fused stack's first activations (250 x 24
+# x 30 x 30 floats, 22 MB) stay in cache: evaluating a 4-member stack on 10 000 images took 1.46 s
+# at 250 vs 2.04 s at 1 000 (median of 6, one thread).
+EVAL_BATCH = 250
 _CHECK_EVERY = 20  # batches between divergence checks (each check syncs the device)
 
 
