@@ -24,6 +24,7 @@ import torch
 DEFAULT_THREADS = torch.get_num_threads()  # before anything sets it: the seed loop's count
 
 from cifar_core.data import DataError, load_cifar10, resolve_data_dir  # noqa: E402
+from sweep.space import DEFAULT_SCALARS  # noqa: E402
 
 from . import memory, report, sweep_overhead, throughput  # noqa: E402
 
@@ -38,16 +39,17 @@ class Plan:
     images: int | None  # throughput training images; None = all 50 000
     repeats: int
     overhead_grid: dict
+    overhead_epochs: int
     overhead_fraction: float
     memory_grid: dict
     memory_epochs: int
     memory_fraction: float
 
 
-FULL = Plan(images=None, repeats=1, overhead_grid=sweep_overhead.FULL_GRID, overhead_fraction=1.0,
-            memory_grid=memory.FULL_GRID, memory_epochs=2, memory_fraction=1.0)
+FULL = Plan(images=None, repeats=1, overhead_grid=sweep_overhead.FULL_GRID,
+            overhead_epochs=DEFAULT_SCALARS["epochs"], overhead_fraction=1.0, memory_grid=memory.FULL_GRID, memory_epochs=2, memory_fraction=1.0)
 QUICK = Plan(images=2048, repeats=1, overhead_grid=sweep_overhead.QUICK_GRID,
-             overhead_fraction=0.02, memory_grid=memory.FULL_GRID, memory_epochs=1,
+             overhead_epochs=1, overhead_fraction=0.02, memory_grid=memory.FULL_GRID, memory_epochs=1,
              memory_fraction=0.05)
 
 
@@ -59,19 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file for every figure")
     p.add_argument("--images", type=int, help="cap the throughput epoch at N training images")
     p.add_argument("--data-fraction", type=float, help="the overhead grid's data fraction (1: all)")
+    p.add_argument("--overhead-epochs", type=int,
+                   help=f"epochs of each overhead-grid trial (default {DEFAULT_SCALARS['epochs']}, "
+                        "the grid's; 1 with --quick)")
     p.add_argument("--repeats", type=int, help="throughput measurements per set-up (median; 1)")
     return p
 
 
 def plan_for(args, parser: argparse.ArgumentParser) -> Plan:
     """The --quick or full plan with the flags' overrides; a bad value is a one-line error."""
-    for flag, value in (("--images", args.images), ("--repeats", args.repeats)):
+    for flag, value in (("--images", args.images), ("--repeats", args.repeats),
+                        ("--overhead-epochs", args.overhead_epochs)):
         if value is not None and value < 1:
             parser.error(f"{flag}={value} is not allowed; use an integer >= 1")
     if args.data_fraction is not None and not 0 < args.data_fraction <= 1:
         parser.error(f"--data-fraction={args.data_fraction} is not allowed; use a number in (0, 1]")
     plan = QUICK if args.quick else FULL
-    given = {"images": args.images, "overhead_fraction": args.data_fraction, "repeats": args.repeats}
+    given = {"images": args.images, "overhead_fraction": args.data_fraction, "repeats": args.repeats,
+             "overhead_epochs": args.overhead_epochs}
     return dataclasses.replace(plan, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -99,6 +106,7 @@ def run_section(name: str, plan: Plan, data, data_dir: str) -> dict:
                                              repeats=plan.repeats, log=log)
     if name == "overhead":
         return sweep_overhead.measure_overhead(grid=plan.overhead_grid, data_dir=data_dir,
+                                               epochs=plan.overhead_epochs,
                                                fraction=plan.overhead_fraction, log=log)
     return memory.measure_memory(grid=plan.memory_grid, epochs=plan.memory_epochs,
                                  fraction=plan.memory_fraction, data_dir=data_dir, log=log)

@@ -73,7 +73,8 @@ def render_overhead(o: dict) -> str:
         ["tear-down: all trials done -> exit", sec(o["teardown_s"])],
         ["mean in-trial time per trial", sec(o["mean_trial_s"])],
     ]
-    head = (f"(b) Sweep overhead: {o['trials']} trials x 1 epoch in {o.get('ray_trials', '?')} "
+    head = (f"(b) Sweep overhead: {o['trials']} trials x {o.get('epochs_per_trial', 1)} epochs in "
+            f"{o.get('ray_trials', '?')} "
             f"Ray trials, {o['concurrent']} at once, statuses {o['statuses']}")
     return head + "\n" + table(["figure", "value"], rows, right={1})
 

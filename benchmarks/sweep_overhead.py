@@ -1,7 +1,8 @@
 """Sweep overhead: how much of a Ray Tune grid's wall time is not spent inside trials.
 
-Runs `python -m sweep.grid` on a 16-trial grid (4 transforms x 2 models x 2 optimisers, 1 epoch,
-`--data-fraction D`, 2 Ray trials at once, the grid's default fusing) in a temp folder, then
+Runs `python -m sweep.grid` on a 16-trial grid (4 transforms x 2 models x 2 optimisers, the
+grid's default 10 epochs unless --overhead-epochs, `--data-fraction D`, 2 Ray trials at once, the
+grid's default fusing) in a temp folder, then
 
     overhead = 1 - (in-trial seconds) / (wall seconds x concurrent Ray trials)
 
@@ -11,8 +12,9 @@ start-up and data loading included. The same ratio inside `tuner.fit` (run.json'
 `wall_seconds`) and between the first trial starting and the last one ending (the per-trial
 machinery alone: scheduling, checkpoints, reporting, recording), the time before `tuner.fit`
 (imports, data, `ray.init`; run.json's `started_at`, to the second), until the first trial runs
-(progress lines) and after the last one ends split it up. Run through
-`python -m benchmarks --only overhead`.
+(progress lines) and after the last one ends split it up: those fixed seconds (Ray's start and
+stop) are what a short grid pays on top, so the ratio depends on how long the trials run. Run
+through `python -m benchmarks --only overhead`.
 """
 from __future__ import annotations
 
@@ -33,10 +35,10 @@ QUICK_GRID = {"transforms": ("none", "augment+normalize"), "models": ("baseline"
 CONCURRENT = 2
 
 
-def measure_overhead(*, grid: dict, fraction: float, data_dir: str | None,
+def measure_overhead(*, grid: dict, epochs: int, fraction: float, data_dir: str | None,
                      concurrent: int = CONCURRENT, log=print) -> dict:
     """Run the grid once and return its overhead figures."""
-    argv = grid_argv(**grid, epochs=1, fraction=fraction, max_concurrent=concurrent,
+    argv = grid_argv(**grid, epochs=epochs, fraction=fraction, max_concurrent=concurrent,
                      data_dir=data_dir)
     log(f"  python -m sweep.grid {' '.join(argv)}")
     return summarise(run_grid(argv), concurrent)
@@ -54,6 +56,7 @@ def summarise(run: GridRun, concurrent: int) -> dict:
     running = None if done is None or first is None else done - first
     return {
         "argv": run.argv, "trials": len(run.trials), "epochs": len(run.epochs),
+        "epochs_per_trial": max((int(r["epoch"]) for r in run.epochs), default=0),
         "ray_trials": int(ray_trial_ids(pd.Series([r["trial_id"] for r in run.trials])).nunique()),
         "statuses": dict(Counter(r["status"] for r in run.trials)), "concurrent": slots,
         "wall_s": run.wall_seconds, "in_trial_s": in_trial, "in_trial_training_s": training,

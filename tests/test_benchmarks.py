@@ -87,4 +87,18 @@ def test_overhead_counts_a_fused_stack_once_per_epoch():
     assert o["ray_trials"] == 2 and o["trials"] == 5
     assert o["overhead"] == pytest.approx(1 - 40 / 60)
     assert o["overhead_while_running"] == pytest.approx(1 - 40 / 40)
+    assert o["epochs_per_trial"] == 2
     assert "while trials run" in report.render_overhead(o)
+    assert "5 trials x 2 epochs" in report.render_overhead(o)
+
+
+def test_overhead_grid_runs_the_grids_epochs_unless_told_and_rejects_bad_counts(capsys):
+    from benchmarks.__main__ import FULL, QUICK, build_parser, plan_for
+
+    parser = build_parser()
+    assert plan_for(parser.parse_args([]), parser).overhead_epochs == FULL.overhead_epochs == 10
+    assert plan_for(parser.parse_args(["--quick"]), parser).overhead_epochs == QUICK.overhead_epochs == 1
+    assert plan_for(parser.parse_args(["--overhead-epochs", "3"]), parser).overhead_epochs == 3
+    with pytest.raises(SystemExit) as exit_:
+        plan_for(parser.parse_args(["--overhead-epochs", "0"]), parser)
+    assert exit_.value.code == 2 and "--overhead-epochs=0" in capsys.readouterr().err
