@@ -51,6 +51,15 @@ def render_throughput(t: dict) -> str:
     if chunks:
         lines.append("augmentation pass alone (augment+normalize, 1 thread), img/s by chunk size: "
                      + ", ".join(f"{k}: {v:,.0f}" for k, v in chunks.items()))
+    evals = t.get("eval_batches") or {}
+    if evals:
+        lines.append("evaluating a fused x4 stack on the test split (1 thread), seconds by batch: "
+                     + ", ".join(f"{k}: {v:.2f} s" for k, v in evals.items()))
+    sub = t.get("subnormal_steps")
+    if sub:
+        lines.append(f"forward + backward with subnormal products (weights x 1e-20, 1 thread): "
+                     f"{sub['kept']:.0f} ms kept, {sub['flushed']:.0f} ms flushed to zero "
+                     f"(normal weights: {sub['normal']:.0f} ms)")
     return "\n".join(lines)
 
 

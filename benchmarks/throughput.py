@@ -16,10 +16,16 @@ split is cut to EVAL_IMAGES so it costs little). Set-ups per transform level:
   grid's group and share the seed, so they draw their batches once. img/s counts member-images
   (M configs x images), the work the grid needs done.
 
+Two set-up figures ride along: the evaluation pass of a fused stack at EVAL_BATCHES images a batch
+(what picked cifar_core.train.EVAL_BATCH), and a forward + backward pass whose weights are so small
+that its products are subnormal floats, with the CPU's flush-to-zero off and on (what
+cifar_core.train.flush_denormals is worth once an L2 penalty has decayed the weights).
+
 Run through `python -m benchmarks --only throughput`; `measure_throughput` is the entry point.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -29,11 +35,14 @@ import traceback
 from queue import Empty
 
 import torch
+import torch.nn.functional as F
 
+from cifar_core import fused
 from cifar_core.augment import train_batch
 from cifar_core.config import TrialConfig
 from cifar_core.data import CifarData
 from cifar_core.fused import fit_fused
+from cifar_core.models import build_model
 from cifar_core.train import ALLOCATOR_ENV, fit
 from sweep.space import DEFAULT_GRID, expand_grid
 
@@ -44,6 +53,8 @@ THREADS = (1, 2)
 CONCURRENT = 2
 FUSE = (2, 4, 6)
 AUGMENT_CHUNKS = (128, 256, 1024, 4096)
+EVAL_BATCHES = (1000, 250)
+SUBNORMAL_SCALE = 1e-20  # weights x this: layer-2 products ~1e-40, below float32's normal range
 EVAL_IMAGES = 1000
 _CHILD_TIMEOUT_S = 3600
 
@@ -186,7 +197,7 @@ def run_setup(setup: SetUp, data: CifarData, transform: str) -> dict:
 def measure_throughput(data: CifarData, *, images: int | None, seed_threads: int,
                        transforms=TRANSFORMS, repeats: int = 1, fuse=FUSE, log=print) -> dict:
     """Every set-up x transform, `repeats` times (interleaved); medians, ratios and the winner."""
-    data = cut(data, images)
+    test_split, data = data, cut(data, images)  # the evaluation figure uses the whole test split
     plan = [(t, s) for t in transforms for s in setups(seed_threads, fuse)]
     runs: dict[tuple, list[float]] = {key: [] for key in plan}
     for r in range(repeats):
@@ -197,7 +208,8 @@ def measure_throughput(data: CifarData, *, images: int | None, seed_threads: int
     rows = [_row(transform, setup, runs) for transform, setup in plan]
     return {"images": len(data.train_y), "repeats": repeats, "seed_threads": seed_threads,
             "rows": rows, "winners": {t: winner(rows, t) for t in transforms},
-            "augment_chunks": augment_chunks(data)}
+            "augment_chunks": augment_chunks(data), "eval_batches": eval_batches(test_split),
+            "subnormal_steps": subnormal_steps()}
 
 
 def augment_chunks(data: CifarData, chunks=AUGMENT_CHUNKS, images: int = 8192) -> dict[int, float]:
@@ -215,6 +227,61 @@ def augment_chunks(data: CifarData, chunks=AUGMENT_CHUNKS, images: int = 8192) -
             out[chunk] = len(x) / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)
+    return out
+
+
+def eval_batches(data: CifarData, batches=EVAL_BATCHES, members: int = 4, repeats: int = 3
+                 ) -> dict[int, float]:
+    """Seconds (best of `repeats`, 1 thread) to evaluate a fused stack of `members` on the test
+    split, `batch` images at a time: a smaller batch keeps its activations in cache."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfgs = fused_configs("augment+normalize", members)
+    state = fused.FusedState.create(cfgs, torch.device("cpu"))
+    out = {}
+    try:
+        for batch in batches:
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fused._evaluate(state, cfgs[0].transform, data, list(range(members)),
+                                torch.channels_last, contextlib.nullcontext, batch=batch)
+                times.append(time.perf_counter() - start)
+            out[batch] = min(times)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def subnormal_steps(scale: float = SUBNORMAL_SCALE, steps: int = 5, batch: int = 256
+                    ) -> dict[str, float]:
+    """Median ms of a forward + backward pass (seed net, 1 thread) with every weight multiplied by
+    `scale`, with flush-to-zero off ("kept") and on ("flushed"), and at normal scale ("normal").
+    No optimiser step, so the weights stay where they were put."""
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x, y = x.contiguous(memory_format=torch.channels_last), torch.arange(batch) % 10
+    out = {}
+    try:
+        for name, flush, factor in (("kept", False, scale), ("flushed", True, scale),
+                                    ("normal", True, 1.0)):
+            torch.set_flush_denormal(flush)
+            torch.manual_seed(0)
+            model = build_model(bench_config("none")).to(memory_format=torch.channels_last)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(factor)
+            times = []
+            for _ in range(steps):
+                start = time.perf_counter()
+                model.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                times.append(time.perf_counter() - start)
+            out[name] = 1000 * statistics.median(times)
+    finally:
+        torch.set_flush_denormal(True)  # as fit leaves it
+        torch.set_num_threads(before_threads)
     return out
 
 

@@ -293,17 +293,17 @@ def _dropout_masks(h: torch.Tensor, p: float, drops: list[torch.Generator]) -> t
 
 
 @torch.no_grad()
-def _evaluate(state: FusedState, transform: str, data: CifarData, ks: list[int], fmt, autocast
-              ) -> dict[int, tuple[float, float]]:
+def _evaluate(state: FusedState, transform: str, data: CifarData, ks: list[int], fmt, autocast,
+              batch: int = EVAL_BATCH) -> dict[int, tuple[float, float]]:
     """Member k -> (mean test loss, test accuracy) over the shared test split, in eval mode."""
     if not ks:
         return {}
     models = [state.members[k].model for k in ks]
     stacked = _stack(models)
     loss, hits = [0.0] * len(ks), [0.0] * len(ks)
-    for i in range(0, len(data.test_y), EVAL_BATCH):
-        x = test_batch(data.test_x[i:i + EVAL_BATCH], transform)
-        y = data.test_y[i:i + EVAL_BATCH]
+    for i in range(0, len(data.test_y), batch):
+        x = test_batch(data.test_x[i:i + batch], transform)
+        y = data.test_y[i:i + batch]
         with autocast():
             outs = _forward(models[0], stacked, x.contiguous(memory_format=fmt)).float()
         for j, out in enumerate(outs):

@@ -58,6 +58,11 @@ def test_throughput_section_measures_every_setup_and_names_a_winner():
     assert winner["best_set_up"] in [row["name"] for row in result["rows"][1:]]
     assert set(result["augment_chunks"]) == set(throughput.AUGMENT_CHUNKS)
     assert all(v > 0 for v in result["augment_chunks"].values())
+    assert set(result["eval_batches"]) == set(throughput.EVAL_BATCHES)
+    assert all(v > 0 for v in result["eval_batches"].values())
+    assert set(result["subnormal_steps"]) == {"kept", "flushed", "normal"}
+    assert (torch.tensor([1e-30]) * 1e-10).item() == 0.0  # flush-to-zero left on, as fit leaves it
+    assert "flushed to zero" in report.render_throughput(result)
     assert "img/s" in report.render_throughput(result) and "fused x3" in report.render_throughput(result)
 
 

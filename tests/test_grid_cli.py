@@ -280,3 +280,19 @@ def test_embedded_ray_is_local_even_when_a_cluster_is_advertised(monkeypatch):
     tuning.start_ray(None)
     tuning.start_ray("127.0.0.1:6379")
     assert [c["address"] for c in calls] == ["local", "127.0.0.1:6379"]
+
+
+def test_ray_workers_start_with_one_malloc_arena_unless_opted_out(monkeypatch):
+    """Tune trains in a thread; a thread's own glibc arena page-faulted ~6 500 pages a step back
+    in (cifar_core.train.tune_allocator), so workers start with MALLOC_ARENA_MAX=1."""
+    from sweep import tuning
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("CIFAR_CORE_ALLOCATOR", raising=False)
+    tuning.start_ray(None)
+    tuning.start_ray("127.0.0.1:6379")
+    monkeypatch.setenv("CIFAR_CORE_ALLOCATOR", "default")
+    tuning.start_ray(None)
+    assert [c.get("runtime_env") for c in calls] == [
+        {"env_vars": {"MALLOC_ARENA_MAX": "1"}}, {"env_vars": {"MALLOC_ARENA_MAX": "1"}}, None]
