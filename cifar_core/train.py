@@ -27,14 +27,14 @@ from .data import CifarData, subset
 from .models import build_model
 
 # Test images per evaluation batch. Small enough that a fused stack's first activations (250 x 24
-# x 30 x 30 floats, 22 MB) stay in cache: evaluating a 4-member stack on 10 000 images took 1.46 s
-# at 250 vs 2.04 s at 1 000 (median of 6, one thread).
+# x 30 x 30 floats, 22 MB) stay in cache: evaluating a 4-member stack on 10 000 images takes
+# 1.13 s at 250 vs 1.56 s at 1 000 (benchmarks/, one thread).
 EVAL_BATCH = 250
 _CHECK_EVERY = 20  # batches between divergence checks (each check syncs the device)
 
 
 ALLOCATOR_ENV = "CIFAR_CORE_ALLOCATOR"  # "default" leaves glibc's malloc settings alone
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 # For processes that train off their main thread (a Ray Tune trial runs in a thread): glibc reads
 # this when the process starts, so every thread allocates from the main heap that
 # tune_allocator keeps. sweep sets it for its Ray workers.
@@ -54,8 +54,8 @@ def tune_allocator() -> bool:
 
     That holds for the main heap only. A thread other than the main one gets its own glibc arena
     made of 64 MB sub-heaps that are unmapped when they empty, so a step run off the main thread
-    faulted ~6 500 pages back in (88-107 vs 70 ms a step for a 4-member stack). Arenas are capped
-    at one here for threads started from now on; a process whose threads already exist (a Ray
+    faulted ~6 500 pages back in (88-107 vs 70 ms a step for a 4-member stack). glibc fixes a
+    thread's arena at its first malloc, so a process that trains off its main thread (a Ray
     worker) needs ALLOCATOR_PROCESS_ENV in its environment from the start.
     """
     if os.environ.get(ALLOCATOR_ENV, "") == "default" or not sys.platform.startswith("linux"):
@@ -63,8 +63,7 @@ def tune_allocator() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-                    and libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-                    and libc.mallopt(_M_ARENA_MAX, 1))
+                    and libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20))
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
         return False
 
@@ -74,8 +73,8 @@ def flush_denormals() -> bool:
 
     Weights that an L1/L2 penalty or a tiny learning rate drive towards zero end up multiplied
     into subnormal products (< 1.2e-38), which x86 CPUs compute ~10-100x slower: in the first full
-    grid the L2 stacks slowed from 16 s to 101 s an epoch, and a step with 1e-20-scaled weights
-    takes 181 ms instead of 26 ms (benchmarks/). Values that small are below float32's normal
+    grid the L2 stacks slowed from 16 s to 101 s an epoch, and a forward + backward with
+    1e-20-scaled weights takes 250 ms instead of 26 ms (benchmarks/ prints it). Values that small are below float32's normal
     range and carry no signal for these nets. Returns False where the CPU has no such mode.
     The mode is per thread and new threads copy it from their creator, so call it before the
     calling thread's first multi-threaded op (fit and fit_fused do it first thing).
