@@ -47,6 +47,10 @@ def render_throughput(t: dict) -> str:
                      f"{w['concurrent_over_threaded']:.2f}x); fastest single trial: "
                      f"{w['fastest_single_trial']}; best set-up: {w['best_set_up']} "
                      f"({w['best_vs_seed']:.2f}x the seed loop)")
+        if "fused_winner" in w:
+            lines.append(f"{transform}: fused stacks, threads vs trials -> {w['fused_winner']} wins "
+                         f"({w['fused_concurrent']} / {w['fused_threaded']} = "
+                         f"{w['fused_concurrent_over_threaded']:.2f}x)")
     chunks = t.get("augment_chunks") or {}
     if chunks:
         lines.append("augmentation pass alone (augment+normalize, 1 thread), img/s by chunk size: "

@@ -14,7 +14,8 @@ split is cut to EVAL_IMAGES so it costs little). Set-ups per transform level:
 * fused: CONCURRENT processes each training FUSE configurations of one fused stack
   (`fit_fused`, the grid's `--fuse N`): the members differ in regulariser, optimiser and lr like a
   grid's group and share the seed, so they draw their batches once. img/s counts member-images
-  (M configs x images), the work the grid needs done.
+  (M configs x images), the work the grid needs done. The grid's own stack size (sweep.grid.FUSE)
+  also runs as one process with max(THREADS) threads: threads vs trials for the default set-up.
 
 Two set-up figures ride along: the evaluation pass of a fused stack at EVAL_BATCHES images a batch
 (what picked cifar_core.train.EVAL_BATCH), and a forward + backward pass whose weights are so small
@@ -44,6 +45,7 @@ from cifar_core.data import CifarData
 from cifar_core.fused import fit_fused
 from cifar_core.models import build_model
 from cifar_core.train import ALLOCATOR_ENV, fit
+from sweep.grid import FUSE as GRID_FUSE
 from sweep.space import DEFAULT_GRID, expand_grid
 
 from .seed_loop import seed_epoch
@@ -175,6 +177,8 @@ def setups(seed_threads: int, fuse=FUSE) -> list[SetUp]:
     for m in fuse:
         rows.append(SetUp(f"fused x{m}, {CONCURRENT} trials x 1 thr", "concurrent", 1, True,
                           CONCURRENT, fuse=m))
+    m, threads = GRID_FUSE, max(THREADS)
+    rows.append(SetUp(f"fused x{m}, 1 trial x {threads} thr", "project", threads, True, fuse=m))
     return rows
 
 
@@ -189,7 +193,7 @@ def run_setup(setup: SetUp, data: CifarData, transform: str) -> dict:
             torch.set_num_threads(before)
     if setup.kind == "project":
         return project_epoch(data, transform, threads=setup.threads,
-                             channels_last=setup.channels_last)
+                             channels_last=setup.channels_last, fuse=setup.fuse)
     return concurrent_epochs(data, transform, trials=setup.trials, channels_last=setup.channels_last,
                              fuse=setup.fuse, allocator=setup.allocator)
 
@@ -293,16 +297,26 @@ def _row(transform: str, setup: SetUp, runs: dict) -> dict:
 
 
 def winner(rows: list[dict], transform: str) -> dict:
-    """One trial with the most threads (best layout) against concurrent 1-thread trials."""
+    """One trial with the most threads (best layout) against concurrent 1-thread trials, for
+    single configurations and for the grid's fused stacks (when both of those rows ran)."""
     mine = [r for r in rows if r["transform"] == transform]
-    threaded = max((r for r in mine if r["kind"] == "project" and r["threads"] == max(THREADS)),
+    solo = [r for r in mine if r["fuse"] == 1]
+    threaded = max((r for r in solo if r["kind"] == "project" and r["threads"] == max(THREADS)),
                    key=lambda r: r["images_per_second"])
-    together = next(r for r in mine if r["kind"] == "concurrent")
+    together = next(r for r in solo if r["kind"] == "concurrent")
     best = max(threaded, together, key=lambda r: r["images_per_second"])
     overall = max((r for r in mine if r["kind"] != "seed"), key=lambda r: r["images_per_second"])
-    fastest = max((r for r in mine if r["trials"] == 1), key=lambda r: r["images_per_second"])
+    fastest = max((r for r in solo if r["trials"] == 1), key=lambda r: r["images_per_second"])
+    fused = {}
+    stacked = {r["kind"]: r for r in mine if r["fuse"] == GRID_FUSE}
+    if {"project", "concurrent"} <= set(stacked):
+        one, two = stacked["project"], stacked["concurrent"]
+        fused = {"fused_threaded": one["name"], "fused_concurrent": two["name"],
+                 "fused_winner": max(one, two, key=lambda r: r["images_per_second"])["name"],
+                 "fused_concurrent_over_threaded":
+                     two["images_per_second"] / one["images_per_second"]}
     return {"threads": max(THREADS), "threads_per_trial": threaded["name"],
             "concurrent_trials": together["name"], "winner": best["name"],
             "fastest_single_trial": fastest["name"],
             "concurrent_over_threaded": together["images_per_second"] / threaded["images_per_second"],
-            "best_set_up": overall["name"], "best_vs_seed": overall["vs_seed"]}
+            "best_set_up": overall["name"], "best_vs_seed": overall["vs_seed"], **fused}

@@ -44,17 +44,26 @@ def test_project_epoch_reports_positive_throughput(threads, channels_last):
 
 
 def test_throughput_section_measures_every_setup_and_names_a_winner():
+    m = throughput.GRID_FUSE
     result = throughput.measure_throughput(DATA, images=256, seed_threads=1, transforms=("none",),
-                                           fuse=(3,), log=lambda _: None)
+                                           fuse=(m,), log=lambda _: None)
     assert result["images"] == 256 and {"repeats", "seed_threads", "rows", "winners"} <= set(result)
     kinds = [row["kind"] for row in result["rows"]]
-    assert kinds == ["seed"] + ["project"] * 4 + ["concurrent"] * 3
+    assert kinds == ["seed"] + ["project"] * 4 + ["concurrent"] * 3 + ["project"]
     assert all(row["images_per_second"] > 0 and row["vs_seed"] > 0 for row in result["rows"])
-    concurrent, malloc, fused = result["rows"][-3:]
+    concurrent, malloc, fused, fused_threaded = result["rows"][-4:]
     assert concurrent["trials"] == 2 and len(concurrent["runs"]) == 1
-    assert not malloc["allocator"] and malloc["fuse"] == 1 and fused["fuse"] == 3
+    assert not malloc["allocator"] and malloc["fuse"] == 1 and fused["fuse"] == m
+    assert (fused_threaded["fuse"], fused_threaded["trials"], fused_threaded["threads"]) == (m, 1, 2)
     winner = result["winners"]["none"]
     assert winner["winner"] in (winner["threads_per_trial"], winner["concurrent_trials"])
+    # the solo comparison stays solo; the fused one pits the grid's stack size against itself
+    assert winner["fastest_single_trial"].startswith("fit, ")
+    assert (winner["fused_threaded"], winner["fused_concurrent"]) == (fused_threaded["name"],
+                                                                      fused["name"])
+    assert winner["fused_winner"] in (fused_threaded["name"], fused["name"])
+    assert winner["fused_concurrent_over_threaded"] == pytest.approx(
+        fused["images_per_second"] / fused_threaded["images_per_second"])
     assert winner["best_set_up"] in [row["name"] for row in result["rows"][1:]]
     assert set(result["augment_chunks"]) == set(throughput.AUGMENT_CHUNKS)
     assert all(v > 0 for v in result["augment_chunks"].values())
@@ -63,7 +72,9 @@ def test_throughput_section_measures_every_setup_and_names_a_winner():
     assert set(result["subnormal_steps"]) == {"kept", "flushed", "normal"}
     assert (torch.tensor([1e-30]) * 1e-10).item() == 0.0  # flush-to-zero left on, as fit leaves it
     assert "flushed to zero" in report.render_throughput(result)
-    assert "img/s" in report.render_throughput(result) and "fused x3" in report.render_throughput(result)
+    text = report.render_throughput(result)
+    assert "img/s" in text and f"fused x{m}, 1 trial x 2 thr" in text
+    assert "none: fused stacks, threads vs trials -> " in text
 
 
 def test_fused_epoch_counts_member_images():
