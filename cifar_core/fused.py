@@ -14,7 +14,7 @@ differently: there the masks agree in distribution only.)
 Members whose shuffle and augmentation streams are identical (same seed and data fraction: a
 grid's group) form a lockstep group: the group draws each batch once, and when the whole stack
 shares one batch the first convolution runs dense over all members' filters instead of grouped
-over M copies. On CPU a stack of 4 trains ~1.7-1.9x more configurations per second than solo
+over M copies. On CPU a stack of 4 trains ~1.5-1.9x more configurations per second than solo
 trials (benchmarks/), which is why sweep.grid fuses 4 by default.
 """
 from __future__ import annotations

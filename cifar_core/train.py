@@ -28,7 +28,7 @@ from .models import build_model
 
 # Test images per evaluation batch. Small enough that a fused stack's first activations (250 x 24
 # x 30 x 30 floats, 22 MB) stay in cache: evaluating a 4-member stack on 10 000 images takes
-# 1.13 s at 250 vs 1.56 s at 1 000 (benchmarks/, one thread).
+# 0.83-1.13 s at 250 vs 1.11-1.56 s at 1 000 (benchmarks/, one thread, two runs).
 EVAL_BATCH = 250
 _CHECK_EVERY = 20  # batches between divergence checks (each check syncs the device)
 
@@ -74,10 +74,11 @@ def flush_denormals() -> bool:
     Weights that an L1/L2 penalty or a tiny learning rate drive towards zero end up multiplied
     into subnormal products (< 1.2e-38), which x86 CPUs compute ~10-100x slower: in the first full
     grid the L2 stacks slowed from 16 s to 101 s an epoch, and a forward + backward with
-    1e-20-scaled weights takes 250 ms instead of 26 ms (benchmarks/ prints it). Values that small are below float32's normal
-    range and carry no signal for these nets. Returns False where the CPU has no such mode.
-    The mode is per thread and new threads copy it from their creator, so call it before the
-    calling thread's first multi-threaded op (fit and fit_fused do it first thing).
+    1e-20-scaled weights takes 210-250 ms instead of 26-34 ms (benchmarks/ prints it). Values
+    that small are below float32's normal range and carry no signal for these nets. Returns
+    False where the CPU has no such mode. The mode is per thread and new threads copy it from
+    their creator, so call it before the calling thread's first multi-threaded op (fit and
+    fit_fused do it first thing).
     """
     return torch.set_flush_denormal(True)
 

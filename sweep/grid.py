@@ -23,7 +23,7 @@ from .space import (AXES, DEFAULT_GRID, SEED_EXPERIMENTS, SMOKE_GRID,
                     SMOKE_SCALARS, describe, expand_grid, seed_preset)
 
 PROG = "python -m sweep.grid"
-FUSE = 4  # configs per Ray trial: 2 stacks of 4 at 1 thread each beat 2 solo trials ~1.7-1.9x
+FUSE = 4  # configs per Ray trial: 2 stacks of 4 at 1 thread each beat 2 solo trials ~1.5-1.9x
 DEFAULTS = {**cli.COMMON_DEFAULTS, **{axis: None for axis in AXES}, "preset": None,
             "dry_run": False, "fuse": FUSE}
 EXECUTION = ("max_concurrent", "gpus_per_trial", "cpus_per_trial")  # checked for a resume too
