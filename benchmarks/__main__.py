@@ -47,10 +47,11 @@ class Plan:
 
 
 FULL = Plan(images=None, repeats=1, overhead_grid=sweep_overhead.FULL_GRID,
-            overhead_epochs=DEFAULT_SCALARS["epochs"], overhead_fraction=1.0, memory_grid=memory.FULL_GRID, memory_epochs=2, memory_fraction=1.0)
+            overhead_epochs=DEFAULT_SCALARS["epochs"], overhead_fraction=1.0,
+            memory_grid=memory.FULL_GRID, memory_epochs=2, memory_fraction=1.0)
 QUICK = Plan(images=2048, repeats=1, overhead_grid=sweep_overhead.QUICK_GRID,
-             overhead_epochs=1, overhead_fraction=0.02, memory_grid=memory.FULL_GRID, memory_epochs=1,
-             memory_fraction=0.05)
+             overhead_epochs=1, overhead_fraction=0.02,
+             memory_grid=memory.FULL_GRID, memory_epochs=1, memory_fraction=0.05)
 
 
 def build_parser() -> argparse.ArgumentParser:

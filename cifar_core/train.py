@@ -35,10 +35,18 @@ _CHECK_EVERY = 20  # batches between divergence checks (each check syncs the dev
 
 ALLOCATOR_ENV = "CIFAR_CORE_ALLOCATOR"  # "default" leaves glibc's malloc settings alone
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
-# For processes that train off their main thread (a Ray Tune trial runs in a thread): glibc reads
-# this when the process starts, so every thread allocates from the main heap that
-# tune_allocator keeps. sweep sets it for its Ray workers.
-ALLOCATOR_PROCESS_ENV = {"MALLOC_ARENA_MAX": "1"}
+
+
+def allocator_opted_out() -> bool:
+    """CIFAR_CORE_ALLOCATOR=default: leave glibc's malloc alone, in this process and its workers."""
+    return os.environ.get(ALLOCATOR_ENV, "") == "default"
+
+
+def allocator_process_env() -> dict[str, str]:
+    """Environment for processes that train off their main thread (a Ray Tune trial runs in a
+    thread): glibc reads it when the process starts, so every thread allocates from the main heap
+    that tune_allocator keeps. sweep gives it to its Ray workers; empty when opted out."""
+    return {} if allocator_opted_out() else {"MALLOC_ARENA_MAX": "1"}
 
 
 @functools.cache
@@ -56,9 +64,9 @@ def tune_allocator() -> bool:
     made of 64 MB sub-heaps that are unmapped when they empty, so a step run off the main thread
     faulted ~6 500 pages back in (88-107 vs 70 ms a step for a 4-member stack). glibc fixes a
     thread's arena at its first malloc, so a process that trains off its main thread (a Ray
-    worker) needs ALLOCATOR_PROCESS_ENV in its environment from the start.
+    worker) needs allocator_process_env() in its environment from the start.
     """
-    if os.environ.get(ALLOCATOR_ENV, "") == "default" or not sys.platform.startswith("linux"):
+    if allocator_opted_out() or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -17,7 +17,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from cifar_core.data import load_cifar10  # noqa: E402
-from cifar_core.train import ALLOCATOR_ENV, ALLOCATOR_PROCESS_ENV  # noqa: E402
+from cifar_core.train import allocator_process_env  # noqa: E402
 
 from . import cli  # noqa: E402
 from .progress import Progress  # noqa: E402
@@ -89,13 +89,13 @@ def _run(prog, module, folder, settings, info, data, make_tuner, finish=None) ->
 def start_ray(address: str | None) -> None:
     """Join the cluster at `address`, else start an embedded local Ray, quietly.
 
-    Trial workers start with one glibc arena (cifar_core.train.ALLOCATOR_PROCESS_ENV): Tune runs
+    Trial workers start with one glibc arena (cifar_core.train.allocator_process_env): Tune runs
     each trial in a thread, and a thread's own arena page-faulted the activation buffers back in
     every step. CIFAR_CORE_ALLOCATOR=default leaves the workers' malloc alone.
     """
     kwargs = dict(log_to_driver=False, logging_level="ERROR", configure_logging=True)
-    if os.environ.get(ALLOCATOR_ENV, "") != "default":
-        kwargs["runtime_env"] = {"env_vars": dict(ALLOCATOR_PROCESS_ENV)}
+    if env := allocator_process_env():
+        kwargs["runtime_env"] = {"env_vars": env}
     if address:
         ray.init(address=address, **kwargs)
     else:  # "local": never join a cluster found via RAY_ADDRESS or /tmp/ray/ray_current_cluster
