@@ -248,7 +248,7 @@ def eval_batches(data: CifarData, batches=EVAL_BATCHES, members: int = 4, repeat
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
-                fused._evaluate(state, cfgs[0].transform, data, list(range(members)),
+                fused._evaluate(state, cfgs[0].transform, data.test_x, data.test_y, list(range(members)),
                                 torch.channels_last, contextlib.nullcontext, batch=batch)
                 times.append(time.perf_counter() - start)
             out[batch] = min(times)

@@ -119,6 +119,8 @@ class EpochResult:
     seconds: float
     train_seconds: float
     images_per_second: float
+    train_eval_loss: float = math.nan  # eval mode on a fixed 10 000 of the trial's training images
+    train_eval_acc: float = math.nan
     status: str = "ok"
 
     def to_dict(self) -> dict:

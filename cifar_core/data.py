@@ -124,6 +124,22 @@ def subset(data: CifarData, fraction: float, seed: int) -> CifarData:
     return dataclasses.replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep])
 
 
+TRAIN_EVAL_SIZE = 10_000  # images of the training split re-scored in eval mode every epoch
+TRAIN_EVAL_SEED = 20_231  # one fixed draw, so every trial on the same images scores the same ones
+
+
+def train_eval_index(n_train: int, size: int = TRAIN_EVAL_SIZE) -> torch.Tensor:
+    """A fixed, seeded choice of `size` rows (all when fewer) of a trial's training images.
+
+    Accuracy and loss on them in eval mode (no dropout, no augmentation) measure what the model
+    fits, free of the train-mode noise that dropout and augmentation add to `train_acc`.
+    """
+    if n_train <= size:
+        return torch.arange(n_train)
+    generator = torch.Generator().manual_seed(TRAIN_EVAL_SEED)
+    return torch.randperm(n_train, generator=generator)[:size].sort().values
+
+
 def synthetic(n_train: int = 512, n_test: int = 256, seed: int = 0, *, size: int = 32) -> CifarData:
     """Tiny learnable fake data for tests: a smooth colour pattern per class plus pixel noise."""
     generator = torch.Generator().manual_seed(seed)

@@ -34,7 +34,7 @@ from .config import EpochResult, TrialConfig
 from .data import CifarData, subset
 from .models import pool_before_relu
 from .train import (_CHECK_EVERY, EVAL_BATCH, TrainState, _on_device, autocast_context,
-                    flush_denormals, penalty, resolve_device, tune_allocator)
+                    flush_denormals, penalty, resolve_device, train_eval_split, tune_allocator)
 
 SHARED = ("model", "transform", "epochs", "batch_size", "data_fraction", "final_relu")
 
@@ -119,6 +119,7 @@ def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads:
         if _subset_key(c) not in subsets:
             subsets[_subset_key(c)] = _on_device(subset(data, c.data_fraction, c.seed), device)
     sets = [subsets[_subset_key(c)] for c in cfgs]
+    fit_sets = {key: train_eval_split(subset_) for key, subset_ in subsets.items()}
     state = state or FusedState.create(cfgs, device)
     assert len(state.members) == len(cfgs), "state and cfgs hold different numbers of members"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -128,9 +129,13 @@ def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads:
         train = _train_epoch(state, cfgs, sets, live, fmt, autocast)
         train_seconds = time.perf_counter() - start
         ok = [k for k in live if train[k]["finite"]]
-        tests = _evaluate(state, cfgs[0].transform, sets[0], ok, fmt, autocast)
-        yield [_result(state, k, train[k], tests.get(k), start, train_seconds) if k in live else None
-               for k in range(len(cfgs))]
+        tests = _evaluate(state, cfgs[0].transform, sets[0].test_x, sets[0].test_y, ok, fmt, autocast)
+        fits = {}
+        for key, subset_ in subsets.items():  # each member re-scored on its own training images
+            ks = [k for k in ok if _subset_key(cfgs[k]) == key]
+            fits.update(_evaluate(state, cfgs[0].transform, *fit_sets[key], ks, fmt, autocast))
+        yield [_result(state, k, train[k], tests.get(k), fits.get(k), start, train_seconds)
+               if k in live else None for k in range(len(cfgs))]
 
 
 def _subset_key(cfg: TrialConfig) -> tuple:
@@ -138,16 +143,18 @@ def _subset_key(cfg: TrialConfig) -> tuple:
     return cfg.data_fraction, cfg.seed if cfg.data_fraction < 1 else None
 
 
-def _result(state: FusedState, k: int, train: dict, test, start: float, train_seconds: float
-            ) -> EpochResult:
+def _result(state: FusedState, k: int, train: dict, test, fit, start: float,
+            train_seconds: float) -> EpochResult:
     """Member k's EpochResult for the epoch just trained; advances its epoch and status."""
     member = state.members[k]
     member.epoch += 1
     state.status[k] = "ok" if train["finite"] else "diverged"
     test_loss, test_acc = test or (math.nan, math.nan)
+    fit_loss, fit_acc = fit or (math.nan, math.nan)
     return EpochResult(
         epoch=member.epoch, train_loss=train["loss"], train_penalty=train["penalty"],
         train_acc=train["acc"], test_loss=test_loss, test_acc=test_acc,
+        train_eval_loss=fit_loss, train_eval_acc=fit_acc,
         seconds=time.perf_counter() - start, train_seconds=train_seconds,
         images_per_second=train["images"] / max(train_seconds, 1e-9), status=state.status[k])
 
@@ -293,21 +300,22 @@ def _dropout_masks(h: torch.Tensor, p: float, drops: list[torch.Generator]) -> t
 
 
 @torch.no_grad()
-def _evaluate(state: FusedState, transform: str, data: CifarData, ks: list[int], fmt, autocast,
-              batch: int = EVAL_BATCH) -> dict[int, tuple[float, float]]:
-    """Member k -> (mean test loss, test accuracy) over the shared test split, in eval mode."""
+def _evaluate(state: FusedState, transform: str, images: torch.Tensor, labels: torch.Tensor,
+              ks: list[int], fmt, autocast, batch: int = EVAL_BATCH
+              ) -> dict[int, tuple[float, float]]:
+    """Member k -> (mean loss, accuracy) over images/labels shared by ks, in eval mode."""
     if not ks:
         return {}
     models = [state.members[k].model for k in ks]
     stacked = _stack(models)
     loss, hits = [0.0] * len(ks), [0.0] * len(ks)
-    for i in range(0, len(data.test_y), batch):
-        x = test_batch(data.test_x[i:i + batch], transform)
-        y = data.test_y[i:i + batch]
+    for i in range(0, len(labels), batch):
+        x = test_batch(images[i:i + batch], transform)
+        y = labels[i:i + batch]
         with autocast():
             outs = _forward(models[0], stacked, x.contiguous(memory_format=fmt)).float()
         for j, out in enumerate(outs):
             loss[j] += F.cross_entropy(out, y, reduction="sum").item()
             hits[j] += (out.argmax(1) == y).sum().item()
-    n = len(data.test_y)
+    n = len(labels)
     return {k: (loss[j] / n, hits[j] / n) for j, k in enumerate(ks)}

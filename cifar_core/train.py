@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .augment import test_batch, train_batch
 from .config import EpochResult, TrialConfig
-from .data import CifarData, subset
+from .data import CifarData, subset, train_eval_index
 from .models import build_model
 
 # Test images per evaluation batch. Small enough that a fused stack's first activations (250 x 24
@@ -169,16 +169,19 @@ def fit(cfg: TrialConfig, data: CifarData, device=None, *, threads: int | None =
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     state.model.to(memory_format=fmt)
     autocast = functools.partial(autocast_context, device, amp)
+    fits = train_eval_split(data)
     while state.epoch < cfg.epochs:
         start = time.perf_counter()
         train = _train_epoch(state, cfg, data, fmt, autocast)
         train_seconds = time.perf_counter() - start
-        test = (_evaluate(state.model, cfg, data, fmt, autocast) if train["finite"]
-                else (math.nan, math.nan))
+        nan = (math.nan, math.nan)
+        test = _evaluate(state.model, cfg, data.test_x, data.test_y, fmt, autocast) if train["finite"] else nan
+        fit_ = _evaluate(state.model, cfg, *fits, fmt, autocast) if train["finite"] else nan
         state.epoch += 1
         yield EpochResult(
             epoch=state.epoch, train_loss=train["loss"], train_penalty=train["penalty"],
             train_acc=train["acc"], test_loss=test[0], test_acc=test[1],
+            train_eval_loss=fit_[0], train_eval_acc=fit_[1],
             seconds=time.perf_counter() - start, train_seconds=train_seconds,
             images_per_second=train["images"] / max(train_seconds, 1e-9),
             status="ok" if train["finite"] else "diverged")
@@ -227,17 +230,23 @@ def _train_epoch(state: TrainState, cfg: TrialConfig, data: CifarData, fmt, auto
     return {"loss": loss / n, "penalty": pen / n, "acc": hits / n, "images": n, "finite": finite}
 
 
+def train_eval_split(data: CifarData) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of the fixed training images re-scored in eval mode each epoch."""
+    index = train_eval_index(len(data.train_y)).to(data.train_x.device)
+    return data.train_x[index], data.train_y[index]
+
+
 @torch.no_grad()
-def _evaluate(model: torch.nn.Module, cfg: TrialConfig, data: CifarData, fmt,
-              autocast) -> tuple[float, float]:
-    """(mean test loss, test accuracy) over the whole test split, in eval mode."""
+def _evaluate(model: torch.nn.Module, cfg: TrialConfig, images: torch.Tensor,
+              labels: torch.Tensor, fmt, autocast) -> tuple[float, float]:
+    """(mean loss, accuracy) over images/labels in eval mode (no dropout, no augmentation)."""
     model.eval()
     loss = hits = 0.0
-    for i in range(0, len(data.test_y), EVAL_BATCH):
-        x = test_batch(data.test_x[i:i + EVAL_BATCH], cfg.transform).contiguous(memory_format=fmt)
-        y = data.test_y[i:i + EVAL_BATCH]
+    for i in range(0, len(labels), EVAL_BATCH):
+        x = test_batch(images[i:i + EVAL_BATCH], cfg.transform).contiguous(memory_format=fmt)
+        y = labels[i:i + EVAL_BATCH]
         with autocast():
             out = model(x).float()
         loss += F.cross_entropy(out, y, reduction="sum").item()
         hits += (out.argmax(1) == y).sum().item()
-    return loss / len(data.test_y), hits / len(data.test_y)
+    return loss / len(labels), hits / len(labels)

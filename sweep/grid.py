@@ -48,10 +48,12 @@ def build_trials(settings: dict) -> list[dict]:
         return expand_grid(SMOKE_GRID, seeds=1, **SMOKE_SCALARS)
     scalars = {"epochs": settings["epochs"], "batch_size": settings["batch_size"]}
     if settings["preset"] == "seed":
-        given = [a for a in AXES if settings[a] is not None]
+        given = [a for a in AXES if settings[a] is not None and a != "final_relu"]
         if given:
-            raise SweepError(f"--preset seed fixes every axis; drop --{given[0].replace('_', '-')}")
-        return seed_preset(seeds=settings["seeds"], **scalars)
+            raise SweepError(f"--preset seed fixes every axis but --final-relu; "
+                             f"drop --{given[0].replace('_', '-')}")
+        relu = [True] if settings["final_relu"] is None else cli.as_list(settings["final_relu"])
+        return seed_preset(seeds=settings["seeds"], final_relu=relu, **scalars)
     axes = {a: DEFAULT_GRID[a] if settings[a] is None else cli.as_list(settings[a]) for a in AXES}
     empty = [a for a in AXES if not axes[a]]
     if empty:

@@ -18,11 +18,11 @@ from .progress import Progress, _finite  # noqa: F401 (tuner.pkl of older runs n
 from .space import AXES, SCALARS, trial_values
 
 CONFIG_COLUMNS = ["label", *AXES, "seed", *SCALARS]
-METRICS = ["train_loss", "train_penalty", "train_acc", "test_loss", "test_acc", "seconds",
-           "train_seconds", "images_per_second"]
+METRICS = ["train_loss", "train_penalty", "train_acc", "test_loss", "test_acc",
+           "train_eval_loss", "train_eval_acc", "seconds", "train_seconds", "images_per_second"]
 TRIAL_COLUMNS = ["trial_id", *CONFIG_COLUMNS, "status", "epochs_done", "final_train_loss",
                  "final_train_acc", "final_test_loss", "final_test_acc", "best_test_acc",
-                 "train_seconds", "node"]
+                 "final_train_eval_loss", "final_train_eval_acc", "train_seconds", "node"]
 EPOCH_COLUMNS = ["trial_id", *CONFIG_COLUMNS, "epoch", *METRICS, "status", "node"]
 TERMINAL = ("completed", "diverged", "error", "pruned")
 
@@ -120,6 +120,8 @@ class Recorder(tune.Callback):
         row.update(epochs_done=len(mine), final_train_loss=last["train_loss"],
                    final_train_acc=last["train_acc"], final_test_loss=last["test_loss"],
                    final_test_acc=last["test_acc"], best_test_acc=max(accs) if accs else "",
+                   final_train_eval_loss=last.get("train_eval_loss", ""),
+                   final_train_eval_acc=last.get("train_eval_acc", ""),
                    train_seconds=sum(float(r["train_seconds"] or 0) for r in mine),
                    node=result.get("node", row["node"]))
         row["status"] = "diverged" if result.get("status") == "diverged" else "running"

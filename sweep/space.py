@@ -69,12 +69,13 @@ def expand_grid(axes: dict, *, seeds: int, epochs: int, batch_size: int) -> list
     return list(trials.values())
 
 
-def seed_preset(*, seeds: int, epochs: int, batch_size: int) -> list[dict]:
-    """The seed report's runs x seeds; a config two experiments share runs once, both labels kept."""
+def seed_preset(*, seeds: int, epochs: int, batch_size: int, final_relu=(True,)) -> list[dict]:
+    """The seed report's runs x final_relu x seeds; a config two experiments share runs once,
+    both labels kept. final_relu (True, False) runs each experiment faithful and corrected."""
     trials: dict[tuple, dict] = {}
-    for seed in range(seeds):
+    for seed, relu in itertools.product(range(seeds), final_relu):
         for label, _, overrides in SEED_EXPERIMENTS:
-            cfg = dict(overrides, seed=seed, epochs=epochs, batch_size=batch_size)
+            cfg = dict(overrides, seed=seed, epochs=epochs, batch_size=batch_size, final_relu=relu)
             trial = canonical_trial(cfg)
             key = trial_key(trial)
             if key in trials:

@@ -19,11 +19,13 @@ INTS = ("epochs", "batch_size")
 CONFIG = ("transform", "model", "regulariser", "lam", "optimiser", "lr", "epochs", "batch_size",
           "data_fraction", "final_relu")
 METRICS = ("final_train_acc", "final_test_acc", "final_test_loss")
-OPTIONAL_METRICS = ("final_train_loss", "best_test_acc", "epochs_done", "train_seconds")
+OPTIONAL_METRICS = ("final_train_loss", "best_test_acc", "epochs_done", "train_seconds",
+                    "final_train_eval_acc", "final_train_eval_loss")
 TRIAL_COLUMNS = ("trial_id", *CONFIG, "seed", "status", *METRICS)
 EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 EPOCH_COLUMNS = ("trial_id", "epoch", *EPOCH_METRICS)
-ACCURACIES = ("final_train_acc", "final_test_acc", "best_test_acc", "train_acc", "test_acc")
+ACCURACIES = ("final_train_acc", "final_test_acc", "best_test_acc", "train_acc", "test_acc",
+              "final_train_eval_acc", "train_eval_acc")
 FINISHED = "completed"
 
 
@@ -88,6 +90,9 @@ def typed_trials(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         out[column] = out[column].astype(int)
     for column in METRICS + tuple(c for c in OPTIONAL_METRICS if c in out):
         out[column] = _numeric(out, column, path, strict=False)
+    for column in ("final_train_eval_acc", "final_train_eval_loss"):  # runs before they existed
+        if column not in out:
+            out[column] = math.nan
     return out
 
 
