@@ -42,6 +42,8 @@ _AUG_NORM = {"transform": "augment+normalize", "data_fraction": 1.0}
 SEED_EXPERIMENTS = [
     ("baseline", "Step 5: Custom_Network, no transform, 50% of the training data",
      {"transform": "none", "data_fraction": 0.5}),
+    ("control", "Control, not in the seed: no transform, all data (transforms at equal data)",
+     {"transform": "none", "data_fraction": 1.0}),
     ("augment", "Exercise 1: the five augmentations, all data", {"transform": "augment"}),
     ("normalize", "Exercise 1: normalisation only, all data", {"transform": "normalize"}),
     ("augment+normalize", "Exercise 1: augmentation and normalisation", dict(_AUG_NORM)),
