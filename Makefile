@@ -3,11 +3,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 CIFAR10_DIR ?= $(HOME)/.cache/cifar10
 CIFAR10_TAR ?= ../shared/data/cifar10-jpeg.tar.gz
 export CIFAR10_DIR
 
-.PHONY: setup data sweep test bench
+.PHONY: setup data sweep test lint bench
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -15,6 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
 	touch $(STAMP)
+
+# The test tools (pytest, ruff) come from the project's `test` extra.
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
 
 # Unpack the shared CIFAR-10 copy into a cache outside the repo when it is not there yet;
 # elsewhere the sweep downloads it with torchvision (--download).
@@ -25,8 +31,11 @@ data:
 sweep: $(STAMP) data
 	$(PY) -m sweep.grid --download $(ARGS)
 
-test: $(STAMP) data
+test: $(TEST_STAMP) data
 	$(PY) -m pytest -q $(ARGS)
+
+lint: $(TEST_STAMP)
+	$(PY) -m ruff check .
 
 bench: $(STAMP) data
 	$(PY) -m benchmarks $(ARGS)

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke check, not figures")
     p.add_argument("--only", default=",".join(SECTIONS), help="comma list of " + ", ".join(SECTIONS))
-    p.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, else ./data)")
+    p.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, else ~/.cache/cifar10)")
     p.add_argument("--out", help="JSON file for every figure")
     p.add_argument("--images", type=int, help="cap the throughput epoch at N training images")
     p.add_argument("--data-fraction", type=float, help="the overhead grid's data fraction (1: all)")

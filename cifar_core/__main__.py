@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, dest=f.name, default=getattr(defaults, f.name), metavar="VALUE",
                        help=f"{_HELP[f.name]} (default: {getattr(defaults, f.name)})")
     p.add_argument("--data-dir", help="CIFAR-10 folder: torchvision's cifar-10-batches-py/ or "
-                   "train/<class>/ + test/<class>/ images (default: $CIFAR10_DIR, else ./data)")
+                   "train/<class>/ + test/<class>/ images (default: $CIFAR10_DIR, else ~/.cache/cifar10)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 if absent")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

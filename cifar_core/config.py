@@ -121,6 +121,8 @@ class EpochResult:
     images_per_second: float
     train_eval_loss: float = math.nan  # eval mode on a fixed 10 000 of the trial's training images
     train_eval_acc: float = math.nan
+    val_loss: float = math.nan  # the run's held-out training images (fit's val_size); nan: none
+    val_acc: float = math.nan
     status: str = "ok"
 
     def to_dict(self) -> dict:

@@ -12,7 +12,8 @@
   not cached; only arrays may be unpickled); `download=True` lets torchvision fetch them.
 
 `CifarData.to_numpy()` / `from_numpy()` carry the tensors through Ray's object store without a
-copy; `subset()` draws the seeded, stratified training subset a trial asks for.
+copy; `holdout()` carves the fixed, stratified validation split out of the training split, and
+`subset()` draws the seeded, stratified training subset a trial asks for from what is left.
 """
 from __future__ import annotations
 
@@ -83,9 +84,14 @@ class CifarData:
             return cls(**{name: torch.from_numpy(arrays[name]) for name in _FIELDS})
 
 
+DEFAULT_DATA_DIR = "~/.cache/cifar10"  # the Makefile's CIFAR10_DIR default too (one rule)
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """The data directory as an absolute path: the argument, else $CIFAR10_DIR, else ./data."""
-    chosen = data_dir if data_dir not in (None, "") else os.environ.get("CIFAR10_DIR") or "data"
+    """The data directory as an absolute path: the argument, else $CIFAR10_DIR, else
+    ~/.cache/cifar10 (where `make` unpacks the shared copy)."""
+    chosen = data_dir if data_dir not in (None, "") else (os.environ.get("CIFAR10_DIR")
+                                                          or DEFAULT_DATA_DIR)
     return Path(chosen).expanduser().absolute()
 
 
@@ -122,6 +128,57 @@ def subset(data: CifarData, fraction: float, seed: int) -> CifarData:
         kept.append(index[torch.randperm(len(index), generator=generator)[:count]])
     keep = torch.cat(kept).sort().values
     return dataclasses.replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep])
+
+
+HOLDOUT_SEED = 4_711  # one fixed draw: every trial of a run holds out the very same images
+
+
+def holdout_index(labels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held) sorted row indices: `size` rows held out, stratified by class, seeded.
+
+    Class c gives round(size * n_c / n) rows (largest remainders settle the rounding, so balanced
+    classes give equal shares when size divides evenly) and keeps at least one training image.
+    """
+    n = len(labels)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < n:
+        raise DataError(f"val_size={size!r} is not allowed; use an integer in [0, {n}) "
+                        f"(the training split has {n} images)")
+    classes, counts = torch.unique(labels, return_counts=True)
+    shares = _shares(counts, size)
+    if (shares >= counts).any():
+        label = classes[shares >= counts][0].item()
+        raise DataError(f"val_size={size} leaves class {label} no training image; "
+                        f"use a smaller val_size")
+    generator = torch.Generator().manual_seed(HOLDOUT_SEED)
+    held = []
+    for label, share in zip(classes.tolist(), shares.tolist()):
+        index = torch.nonzero(labels == label).squeeze(1)
+        held.append(index[torch.randperm(len(index), generator=generator)[:share]])
+    held = torch.cat(held).sort().values
+    kept = torch.ones(n, dtype=torch.bool)
+    kept[held] = False
+    return torch.nonzero(kept).squeeze(1), held
+
+
+def _shares(counts: torch.Tensor, size: int) -> torch.Tensor:
+    """size split over classes in proportion to counts, whole numbers summing to size."""
+    exact = size * counts.double() / counts.sum()
+    shares = exact.floor().long()
+    extra = torch.argsort(exact - shares, descending=True, stable=True)[:size - int(shares.sum())]
+    shares[extra] += 1
+    return shares
+
+
+def holdout(data: CifarData, size: int) -> tuple[CifarData, torch.Tensor, torch.Tensor]:
+    """(data without the held-out training images, their images, their labels); test untouched.
+
+    The validation split a search selects on: never trained on, the same for every trial.
+    """
+    kept, held = holdout_index(data.train_y, size)
+    if size == 0:
+        return data, data.train_x[held], data.train_y[held]
+    train = dataclasses.replace(data, train_x=data.train_x[kept], train_y=data.train_y[kept])
+    return train, data.train_x[held], data.train_y[held]
 
 
 TRAIN_EVAL_SIZE = 10_000  # images of the training split re-scored in eval mode every epoch

@@ -31,7 +31,7 @@ from torch import nn
 
 from .augment import test_batch, train_batch
 from .config import EpochResult, TrialConfig
-from .data import CifarData, subset
+from .data import CifarData, holdout, subset
 from .models import pool_before_relu
 from .train import (_CHECK_EVERY, EVAL_BATCH, TrainState, _on_device, autocast_context,
                     flush_denormals, penalty, resolve_device, train_eval_split, tune_allocator)
@@ -101,12 +101,13 @@ def _dropout_rng(cfg: TrialConfig, device: torch.device) -> torch.Generator:
 
 def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads: int | None = None,
               state: FusedState | None = None, channels_last: bool = True,
-              amp: str | None = None) -> Iterator[list[EpochResult | None]]:
+              amp: str | None = None, val_size: int = 0) -> Iterator[list[EpochResult | None]]:
     """Train the members as one stack; per epoch a list with member k's result at k.
 
     A member whose loss turns NaN/inf gets a last result with status "diverged" and leaves the
     stack while the others go on; from then on (and for members already done) its entry is None.
     seconds and train_seconds are the stack's; images_per_second counts the member's own images.
+    val_size: as in fit (one hold-out for the whole stack; the subsets come from what it leaves).
     """
     flush_denormals()  # as fit: before any op, so worker threads inherit it
     cfgs = check_fusable(cfgs)
@@ -114,12 +115,10 @@ def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads:
     if threads:
         torch.set_num_threads(threads)
     tune_allocator()
-    subsets: dict[tuple, CifarData] = {}  # one copy per distinct subset (all data: just one)
-    for c in cfgs:
-        if _subset_key(c) not in subsets:
-            subsets[_subset_key(c)] = _on_device(subset(data, c.data_fraction, c.seed), device)
+    subsets, val = _splits(cfgs, data, val_size, device)
     sets = [subsets[_subset_key(c)] for c in cfgs]
-    fit_sets = {key: train_eval_split(subset_) for key, subset_ in subsets.items()}
+    evals = {"test": (sets[0].test_x, sets[0].test_y), "val": val,
+             "train_eval": {key: train_eval_split(subset_) for key, subset_ in subsets.items()}}
     state = state or FusedState.create(cfgs, device)
     assert len(state.members) == len(cfgs), "state and cfgs hold different numbers of members"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -129,13 +128,34 @@ def fit_fused(cfgs: list[TrialConfig], data: CifarData, device=None, *, threads:
         train = _train_epoch(state, cfgs, sets, live, fmt, autocast)
         train_seconds = time.perf_counter() - start
         ok = [k for k in live if train[k]["finite"]]
-        tests = _evaluate(state, cfgs[0].transform, sets[0].test_x, sets[0].test_y, ok, fmt, autocast)
-        fits = {}
-        for key, subset_ in subsets.items():  # each member re-scored on its own training images
-            ks = [k for k in ok if _subset_key(cfgs[k]) == key]
-            fits.update(_evaluate(state, cfgs[0].transform, *fit_sets[key], ks, fmt, autocast))
-        yield [_result(state, k, train[k], tests.get(k), fits.get(k), start, train_seconds)
+        scores = _scores(state, cfgs, evals, ok, fmt, autocast)
+        yield [_result(state, k, train[k], scores.get(k), start, train_seconds)
                if k in live else None for k in range(len(cfgs))]
+
+
+def _splits(cfgs: list[TrialConfig], data: CifarData, val_size: int, device: torch.device
+            ) -> tuple[dict[tuple, CifarData], tuple[torch.Tensor, torch.Tensor] | None]:
+    """One on-device copy per distinct training subset (all data: just one), drawn from what the
+    hold-out leaves, and the hold-out (images, labels) on device, or None when val_size is 0."""
+    train, val_x, val_y = holdout(data, val_size)
+    subsets: dict[tuple, CifarData] = {}
+    for c in cfgs:
+        if _subset_key(c) not in subsets:
+            subsets[_subset_key(c)] = _on_device(subset(train, c.data_fraction, c.seed), device)
+    return subsets, ((val_x.to(device), val_y.to(device)) if val_size else None)
+
+
+def _scores(state: FusedState, cfgs, evals: dict, ok: list[int], fmt, autocast
+            ) -> dict[int, dict]:
+    """Member k in ok -> {split: (loss, acc)} for test, val (when held out) and train_eval."""
+    transform = cfgs[0].transform
+    tests = _evaluate(state, transform, *evals["test"], ok, fmt, autocast)
+    vals = _evaluate(state, transform, *evals["val"], ok, fmt, autocast) if evals["val"] else {}
+    fits = {}
+    for key, pair in evals["train_eval"].items():  # each member re-scored on its own images
+        ks = [k for k in ok if _subset_key(cfgs[k]) == key]
+        fits.update(_evaluate(state, transform, *pair, ks, fmt, autocast))
+    return {k: {"test": tests.get(k), "val": vals.get(k), "train_eval": fits.get(k)} for k in ok}
 
 
 def _subset_key(cfg: TrialConfig) -> tuple:
@@ -143,18 +163,19 @@ def _subset_key(cfg: TrialConfig) -> tuple:
     return cfg.data_fraction, cfg.seed if cfg.data_fraction < 1 else None
 
 
-def _result(state: FusedState, k: int, train: dict, test, fit, start: float,
+def _result(state: FusedState, k: int, train: dict, scores: dict | None, start: float,
             train_seconds: float) -> EpochResult:
     """Member k's EpochResult for the epoch just trained; advances its epoch and status."""
     member = state.members[k]
     member.epoch += 1
     state.status[k] = "ok" if train["finite"] else "diverged"
-    test_loss, test_acc = test or (math.nan, math.nan)
-    fit_loss, fit_acc = fit or (math.nan, math.nan)
+    metrics = {}
+    for name in ("test", "val", "train_eval"):  # nan: no hold-out, or the member diverged
+        loss, acc = (scores or {}).get(name) or (math.nan, math.nan)
+        metrics.update({f"{name}_loss": loss, f"{name}_acc": acc})
     return EpochResult(
         epoch=member.epoch, train_loss=train["loss"], train_penalty=train["penalty"],
-        train_acc=train["acc"], test_loss=test_loss, test_acc=test_acc,
-        train_eval_loss=fit_loss, train_eval_acc=fit_acc,
+        train_acc=train["acc"], **metrics,
         seconds=time.perf_counter() - start, train_seconds=train_seconds,
         images_per_second=train["images"] / max(train_seconds, 1e-9), status=state.status[k])
 

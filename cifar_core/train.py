@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .augment import test_batch, train_batch
 from .config import EpochResult, TrialConfig
-from .data import CifarData, subset, train_eval_index
+from .data import CifarData, holdout, subset, train_eval_index
 from .models import build_model
 
 # Test images per evaluation batch. Small enough that a fused stack's first activations (250 x 24
@@ -152,41 +152,60 @@ def penalty(model: torch.nn.Module, cfg: TrialConfig) -> torch.Tensor:
 
 def fit(cfg: TrialConfig, data: CifarData, device=None, *, threads: int | None = None,
         state: TrainState | None = None, channels_last: bool = True,
-        amp: str | None = None) -> Iterator[EpochResult]:
+        amp: str | None = None, val_size: int = 0) -> Iterator[EpochResult]:
     """Train cfg.epochs epochs (continuing from `state.epoch`), yielding one result each.
 
     A NaN/inf loss ends training with a last result whose status is "diverged". channels_last is
     the default: on this CPU it trains the seed net ~35% faster than NCHW (benchmarks/).
     amp="bf16" runs forward passes under bf16 autocast (opt-in, for GPUs; weights stay fp32).
+    val_size > 0 holds out that many training images (data.holdout: stratified, the same for
+    every trial), never trains on them and scores them every epoch as val_loss / val_acc.
     """
     flush_denormals()  # first: worker threads started by the ops below inherit the mode
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     tune_allocator()
-    data = _on_device(subset(data, cfg.data_fraction, cfg.seed), device)
+    data, val = trial_splits(data, cfg, val_size, device)
     state = state or TrainState.create(cfg, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     state.model.to(memory_format=fmt)
     autocast = functools.partial(autocast_context, device, amp)
-    fits = train_eval_split(data)
+    splits = {"test": (data.test_x, data.test_y), "train_eval": train_eval_split(data), "val": val}
     while state.epoch < cfg.epochs:
         start = time.perf_counter()
         train = _train_epoch(state, cfg, data, fmt, autocast)
         train_seconds = time.perf_counter() - start
-        nan = (math.nan, math.nan)
-        test = _evaluate(state.model, cfg, data.test_x, data.test_y, fmt, autocast) if train["finite"] else nan
-        fit_ = _evaluate(state.model, cfg, *fits, fmt, autocast) if train["finite"] else nan
+        scores = _scores(state.model, cfg, splits, fmt, autocast, train["finite"])
         state.epoch += 1
         yield EpochResult(
             epoch=state.epoch, train_loss=train["loss"], train_penalty=train["penalty"],
-            train_acc=train["acc"], test_loss=test[0], test_acc=test[1],
-            train_eval_loss=fit_[0], train_eval_acc=fit_[1],
+            train_acc=train["acc"], **scores,
             seconds=time.perf_counter() - start, train_seconds=train_seconds,
             images_per_second=train["images"] / max(train_seconds, 1e-9),
             status="ok" if train["finite"] else "diverged")
         if not train["finite"]:
             return
+
+
+def trial_splits(data: CifarData, cfg: TrialConfig, val_size: int, device: torch.device
+                 ) -> tuple[CifarData, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The trial's training subset, drawn from what the hold-out leaves, and the hold-out
+    (images, labels), both on `device`; no hold-out (None) when val_size is 0."""
+    train, val_x, val_y = holdout(data, val_size)
+    val = (val_x.to(device), val_y.to(device)) if val_size else None
+    return _on_device(subset(train, cfg.data_fraction, cfg.seed), device), val
+
+
+def _scores(model: torch.nn.Module, cfg: TrialConfig, splits: dict, fmt, autocast,
+            finite: bool) -> dict[str, float]:
+    """<split>_loss and <split>_acc for each split; nan for a missing split or a diverged epoch."""
+    scores = {}
+    for name, split in splits.items():
+        pair = _evaluate(model, cfg, *split, fmt, autocast) if finite and split else None
+        loss, acc = pair or (math.nan, math.nan)
+        scores.update({f"{name}_loss": loss, f"{name}_acc": acc})
+    return scores
 
 
 def _on_device(data: CifarData, device: torch.device) -> CifarData:

@@ -41,7 +41,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 become an axis (default 1)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default 10)")
     p.add_argument("--batch-size", type=int, help="training batch size (default 256)")
-    p.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, else ./data)")
+    p.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, else ~/.cache/cifar10)")
     p.add_argument("--download", action="store_true", default=None,
                    help="let torchvision download CIFAR-10 into --data-dir if it is absent")
     p.add_argument("--results-dir", help="where run folders go (default: results)")
@@ -58,6 +58,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="train in NCHW instead of channels_last (the faster default on CPU)")
     p.add_argument("--amp", choices=["none", "bf16"],
                    help="bf16 autocast for forward passes (opt-in, for GPUs; default none)")
+    p.add_argument("--val-size", type=int, metavar="N",
+                   help="training images held out (stratified, the same for every trial), "
+                        "scored as val_acc every epoch and never trained on "
+                        "(default: grid 0, search 5000)")
     p.add_argument("--smoke", action="store_true", default=None,
                    help="a tiny end-to-end run (2 trials, 1 epoch, 2%% of the data)")
     p.add_argument("--report", action="store_true", default=None,
@@ -68,7 +72,7 @@ COMMON_DEFAULTS = {
     "seeds": 1, **DEFAULT_SCALARS, "data_dir": None, "download": False,
     "results_dir": "results", "name": None, "resume": False, "address": None,
     "cpus_per_trial": 1.0, "gpus_per_trial": None, "max_concurrent": None, "max_failures": 2,
-    "channels_last": True, "amp": "none", "smoke": False, "report": False,
+    "channels_last": True, "amp": "none", "smoke": False, "report": False, "val_size": 0,
 }
 
 

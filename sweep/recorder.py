@@ -2,7 +2,8 @@
 
 `Recorder` rewrites trials.csv / epochs.csv atomically as each epoch arrives (a crash loses at most
 the epoch in flight), de-duplicates epochs by (trial_id, epoch) so retries and resumes record each
-epoch once, and logs train and test on one TensorBoard chart per metric under tb/<trial_id>/.
+epoch once, and logs train, val (when held out) and test on one TensorBoard chart per metric
+under tb/<trial_id>/. Without a hold-out the val columns stay empty.
 The callback pickles as plain settings (Tune stores it in tuner.pkl) and rebuilds on restore.
 A fused Ray trial (sweep.grid --fuse) is recorded as its members: rows <trial_id>-m<k>, each with
 its own config, epochs and status, split from the `members` list of each result.
@@ -19,10 +20,12 @@ from .space import AXES, SCALARS, trial_values
 
 CONFIG_COLUMNS = ["label", *AXES, "seed", *SCALARS]
 METRICS = ["train_loss", "train_penalty", "train_acc", "test_loss", "test_acc",
-           "train_eval_loss", "train_eval_acc", "seconds", "train_seconds", "images_per_second"]
+           "train_eval_loss", "train_eval_acc", "val_loss", "val_acc", "seconds", "train_seconds",
+           "images_per_second"]
 TRIAL_COLUMNS = ["trial_id", *CONFIG_COLUMNS, "status", "epochs_done", "final_train_loss",
                  "final_train_acc", "final_test_loss", "final_test_acc", "best_test_acc",
-                 "final_train_eval_loss", "final_train_eval_acc", "train_seconds", "node"]
+                 "final_train_eval_loss", "final_train_eval_acc", "final_val_loss", "final_val_acc",
+                 "best_val_acc", "train_seconds", "node"]
 EPOCH_COLUMNS = ["trial_id", *CONFIG_COLUMNS, "epoch", *METRICS, "status", "node"]
 TERMINAL = ("completed", "diverged", "error", "pruned")
 
@@ -117,11 +120,14 @@ class Recorder(tune.Callback):
         mine = [r for (t, _), r in self.epochs.items() if t == row["trial_id"]]
         last = max(mine, key=lambda r: int(r["epoch"]))
         accs = [float(r["test_acc"]) for r in mine if _finite(r["test_acc"])]
+        vals = [float(r["val_acc"]) for r in mine if _finite(r.get("val_acc"))]
         row.update(epochs_done=len(mine), final_train_loss=last["train_loss"],
                    final_train_acc=last["train_acc"], final_test_loss=last["test_loss"],
                    final_test_acc=last["test_acc"], best_test_acc=max(accs) if accs else "",
                    final_train_eval_loss=last.get("train_eval_loss", ""),
                    final_train_eval_acc=last.get("train_eval_acc", ""),
+                   final_val_loss=last.get("val_loss", ""), final_val_acc=last.get("val_acc", ""),
+                   best_val_acc=max(vals) if vals else "",
                    train_seconds=sum(float(r["train_seconds"] or 0) for r in mine),
                    node=result.get("node", row["node"]))
         row["status"] = "diverged" if result.get("status") == "diverged" else "running"
@@ -133,7 +139,7 @@ class Recorder(tune.Callback):
             self.writers[trial_id] = SummaryWriter(os.path.join(self.run_dir, "tb", trial_id))
         writer = self.writers[trial_id]
         for metric in ("loss", "acc"):
-            pair = {s: result[f"{s}_{metric}"] for s in ("train", "test")
+            pair = {s: result[f"{s}_{metric}"] for s in ("train", "val", "test")
                     if _finite(result.get(f"{s}_{metric}"))}
             writer.add_scalars(metric, pair, epoch)
         writer.add_scalar("images_per_second", result.get("images_per_second", 0.0), epoch)

@@ -73,6 +73,8 @@ class RunFolder:
 
     def open(self) -> None:
         """Create the folder and take its lock, or SweepError if another sweep holds it."""
+        if self._lock is not None:  # already ours (settle opens it once per round)
+            return
         os.makedirs(self.path, exist_ok=True)
         self._lock = open(os.path.join(self.path, ".lock"), "a+")
         try:

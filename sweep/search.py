@@ -2,7 +2,10 @@
 
 The same trainable, flags, results layout and progress display as the grid. lr is searched
 log-uniformly, λ too for l1/l2 trials; categorical axes are fixed by the grid's flags, or searched
-when named in --search-axes. ASHA stops weak trials per epoch (--no-prune turns it off). The study
+when named in --search-axes. Trials are selected and pruned on val_acc, the accuracy on --val-size
+training images held out from every trial (never on test: a best picked on test accuracy would
+report an optimistic test accuracy); test_acc is recorded, never selected on. ASHA stops weak
+trials per epoch (--no-prune turns it off). The study
 lives in the run folder (Optuna journal file) or in --storage URL, so `optuna-dashboard` can open
 it and `--resume --name X` keeps adding trials to it.
 """
@@ -24,8 +27,9 @@ FIXED_DEFAULTS = {"transform": "augment+normalize", "model": "baseline", "regula
                   "optimiser": "adam", "final_relu": True, "data_fraction": 1.0}
 DEFAULTS = {**cli.COMMON_DEFAULTS, **{axis: None for axis in AXES}, "n_trials": 20,
             "search_axes": "", "lr_range": None, "lam_range": None, "no_prune": False,
-            "storage": None, "sampler_seed": 0, "grace_epochs": 1}
+            "storage": None, "sampler_seed": 0, "grace_epochs": 1, "val_size": 5000}
 JOURNAL = "study.journal"
+METRIC = "val_acc"  # what the sampler, the scheduler and the reported best all maximise
 
 
 def build_parser():
@@ -80,11 +84,20 @@ def build_space(settings: dict) -> dict:
         if settings[axis] is not None:
             raise SweepError(f"--{axis} is searched; set its range with --{axis}-range LO:HI")
     cli.check_positive(settings, "epochs", "batch_size", "n_trials", "max_concurrent", "grace_epochs")
+    check_val_size(settings["val_size"])
     TrialConfig(epochs=settings["epochs"], batch_size=settings["batch_size"])
     return {"choices": choices, "fixed": fixed, "epochs": settings["epochs"],
             "batch_size": settings["batch_size"], "seed": 0,
             "lr_range": parse_range("lr_range", settings["lr_range"], SEARCH_RANGES["lr"]),
             "lam_range": parse_range("lam_range", settings["lam_range"], SEARCH_RANGES["lam"])}
+
+
+def check_val_size(size) -> None:
+    """A search needs a hold-out to select on: SweepError naming --val-size unless size >= 1."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise SweepError(f"--val-size={size!r} is not allowed for a search: it selects and prunes "
+                         f"on held-out training images, never on test; use an integer >= 1 "
+                         f"(default {DEFAULTS['val_size']})")
 
 
 def _all_values(axis: str) -> list:
@@ -142,7 +155,7 @@ def make_tuner_factory(settings: dict, space: dict, storage, study_name: str, n_
 
     def make_tuner(trainable, run_config):
         searcher = OptunaSearch(space=functools.partial(define_by_run, space=space),
-                                metric="test_acc", mode="max", study_name=study_name,
+                                metric=METRIC, mode="max", study_name=study_name,
                                 sampler=TPESampler(seed=settings["sampler_seed"]), storage=storage())
         limited = ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"] or 2)
         scheduler = None if settings["no_prune"] else ASHAScheduler(
@@ -150,14 +163,15 @@ def make_tuner_factory(settings: dict, space: dict, storage, study_name: str, n_
             grace_period=min(settings["grace_epochs"], space["epochs"]), reduction_factor=2)
         config = tuning.tune_config({**settings, "max_concurrent": None}, search_alg=limited,
                                     scheduler=scheduler, num_samples=n_trials,
-                                    metric="test_acc", mode="max")
+                                    metric=METRIC, mode="max")
         return tune.Tuner(trainable, tune_config=config, run_config=run_config)
 
     return make_tuner
 
 
-def best_of(storage, study_name: str) -> dict | None:
-    """The study's best trial as {"params", "value", "metric", "number"}, or None."""
+def best_of(storage, study_name: str, run_path: str | None = None) -> dict | None:
+    """The study's best trial (by val_acc) as {"params", "value", "metric", "number", ...} plus
+    its trials.csv row's "trial_id" and "test_acc" when found, or None."""
     import optuna
 
     study = optuna.load_study(study_name=study_name, storage=storage())
@@ -165,17 +179,39 @@ def best_of(storage, study_name: str) -> dict | None:
         best = study.best_trial
     except ValueError:
         return None
-    return {"params": best.params, "value": best.value, "metric": "test_acc", "number": best.number,
-            "n_study_trials": len(study.trials)}
+    return {"params": best.params, "value": best.value, "metric": METRIC, "number": best.number,
+            "n_study_trials": len(study.trials), **_test_of(best.params, run_path)}
 
 
-def finish_hook(storage, study_name: str):
+def _test_of(params: dict, run_path: str | None) -> dict:
+    """{"trial_id", "test_acc"} of the trials.csv row with these params (shown, not selected on)."""
+    from .recorder import read_csv
+
+    rows = read_csv(os.path.join(run_path, "trials.csv")) if run_path else []
+    for row in rows:
+        if all(_same(row.get(key, ""), value) for key, value in params.items()):
+            return {"trial_id": row["trial_id"], "test_acc": float(row["final_test_acc"] or "nan")}
+    return {}
+
+
+def _same(text: str, value) -> bool:
+    """A CSV cell holds `value` (floats compared as numbers: the CSV keeps their repr)."""
+    if isinstance(value, float):
+        try:
+            return float(text) == value
+        except ValueError:
+            return False
+    return text == str(value)
+
+
+def finish_hook(storage, study_name: str, run_path: str):
     def finish(info: dict) -> None:
-        info["best"] = best_of(storage, study_name)
-        if info["best"]:
+        info["best"] = best = best_of(storage, study_name, run_path)
+        if best:
             params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in info["best"]["params"].items())
-            print(f"best: test acc {100 * info['best']['value']:.2f}% with {params}")
+                               for k, v in best["params"].items())
+            test = f" (test acc {100 * best['test_acc']:.2f}%)" if "test_acc" in best else ""
+            print(f"best: val acc {100 * best['value']:.2f}%{test} with {params}")
     return finish
 
 
@@ -205,11 +241,12 @@ def _launch(settings, argv, space) -> int:
     extra = {"search": {"n_trials": n, "sampler": f"TPESampler(seed={settings['sampler_seed']})",
                         "pruner": "none" if settings["no_prune"] else
                         f"ASHA(grace={settings['grace_epochs']}, reduction=2)",
-                        "storage": url or JOURNAL, "study_name": settings["name"]}}
+                        "storage": url or JOURNAL, "study_name": settings["name"],
+                        "metric": METRIC, "val_size": settings["val_size"]}}
     return tuning.launch(kind="search", prog=PROG, module="sweep.search", argv=argv,
                          settings=settings, space=space, trials=(n, n * space["epochs"]),
                          make_tuner=make_tuner_factory(settings, space, storage, settings["name"], n),
-                         extra=extra, finish=finish_hook(storage, settings["name"]))
+                         extra=extra, finish=finish_hook(storage, settings["name"], path))
 
 
 def _resume(settings, argv) -> int:
@@ -223,6 +260,9 @@ def _resume(settings, argv) -> int:
     folder = RunFolder(check_location(settings["results_dir"], settings["name"]), resume=True)
     folder.require_existing()
     info = folder.read_info()
+    if not info["settings"].get("val_size"):
+        raise SweepError(f"run {settings['name']!r} selected on test accuracy (it predates "
+                         "--val-size); start a new search instead of resuming it")
     rows = read_csv(os.path.join(folder.path, "trials.csv"))
     done = sum(r["status"] in TERMINAL for r in rows)
     asked = args_n_trials(argv)
@@ -244,7 +284,7 @@ def _resume(settings, argv) -> int:
     info["search"]["n_trials"] = done + more
     return tuning.resume(prog=PROG, module="sweep.search", argv=argv, settings=settings,
                          make_tuner=make_tuner_factory(saved, space, storage, info["name"], more),
-                         info=info, finish=finish_hook(storage, info["name"]))
+                         info=info, finish=finish_hook(storage, info["name"], folder.path))
 
 
 def args_n_trials(argv: list[str]) -> int | None:

@@ -52,7 +52,8 @@ SEED_EXPERIMENTS = [
     ("l1", "Bonus: L1 penalty (lambda 1e-3), Custom_Network", dict(_AUG_NORM, regulariser="l1")),
     ("l2", "Bonus: L2 penalty (lambda 1e-3), Custom_Network", dict(_AUG_NORM, regulariser="l2")),
 ] + [
-    (f"{opt}-{lr:.0e}".replace("e-0", "e-"), f"Exercise 3: {opt.upper() if opt == 'sgd' else 'Adam'} at lr {lr:g} (L2 kept)",
+    (f"{opt}-{lr:.0e}".replace("e-0", "e-"),
+     f"Exercise 3: {opt.upper() if opt == 'sgd' else 'Adam'} at lr {lr:g} (L2 kept)",
      dict(_AUG_NORM, regulariser="l2", optimiser=opt, lr=lr))
     for opt in ("adam", "sgd") for lr in (1e-3, 1e-5)
 ]

@@ -36,6 +36,7 @@ class Execution:
     device: str | None = None
     channels_last: bool = True
     amp: str | None = None  # "bf16": forward passes under bf16 autocast (GPU)
+    val_size: int = 0  # training images every trial of the run holds out and scores (val_acc)
 
 
 def train_trial(config: dict, data: dict, execution: Execution = Execution()) -> None:
@@ -48,24 +49,38 @@ def train_trial(config: dict, data: dict, execution: Execution = Execution()) ->
     state = _restored(TrainState.create(cfg, device), device)
     node = node_name()
     for result in fit(cfg, CifarData.from_numpy(data), device, state=state,
-                      channels_last=execution.channels_last, amp=execution.amp):
-        _report(dict(result.to_dict(), node=node), state)
+                      channels_last=execution.channels_last, amp=execution.amp,
+                      val_size=execution.val_size):
+        _report(dict(_metrics(result, execution), node=node), state)
 
 
 def train_fused(members: list[dict], data: dict, execution: Execution = Execution()) -> None:
     """Train fused trials as one stack; each epoch's one report carries `members` (member k's
-    result, None once it stopped) and the best member's test_acc for schedulers."""
+    result, None once it stopped) and the best member's test_acc and val_acc for schedulers."""
     cfgs = [_config(m) for m in members]
     device = _device(execution)
     state = _restored(FusedState.create(cfgs, device), device)
     node = node_name()
     for results in fit_fused(cfgs, CifarData.from_numpy(data), device, state=state,
-                             channels_last=execution.channels_last, amp=execution.amp):
+                             channels_last=execution.channels_last, amp=execution.amp,
+                             val_size=execution.val_size):
         done = [r for r in results if r is not None]
-        accs = [r.test_acc for r in done if math.isfinite(r.test_acc)]
-        _report({"members": [r.to_dict() if r else None for r in results], "node": node,
-                 "epoch": max(r.epoch for r in done), "test_acc": max(accs, default=math.nan)},
-                state)
+        _report({"members": [_metrics(r, execution) if r else None for r in results],
+                 "node": node, "epoch": max(r.epoch for r in done),
+                 "test_acc": _best(done, "test_acc"), "val_acc": _best(done, "val_acc")}, state)
+
+
+def _metrics(result, execution: Execution) -> dict:
+    """result as a dict; without a hold-out its val_* fields stay out (recorded as empty)."""
+    metrics = result.to_dict()
+    if not execution.val_size:
+        del metrics["val_loss"], metrics["val_acc"]
+    return metrics
+
+
+def _best(results: list, key: str) -> float:
+    return max((getattr(r, key) for r in results if math.isfinite(getattr(r, key))),
+               default=math.nan)
 
 
 def _config(values: dict) -> TrialConfig:

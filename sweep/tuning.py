@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from cifar_core.data import load_cifar10  # noqa: E402
+from cifar_core.data import holdout_index, load_cifar10  # noqa: E402
 from cifar_core.train import allocator_process_env  # noqa: E402
 
 from . import cli  # noqa: E402
@@ -43,6 +43,7 @@ def launch(*, kind, prog, module, argv, settings, space, trials, make_tuner, ext
     folder = RunFolder(check_location(settings["results_dir"], name), resume=False)
     folder.refuse_existing()
     data = load_cifar10(cli.data_dir_for(settings), download=bool(settings["download"]))
+    holdout_index(data.train_y, settings.get("val_size", 0))  # a bad size fails before Ray
     folder.open()
     info = {"kind": kind, "name": name, "command": command_line(module, argv), "argv": argv,
             "space": space, "settings": settings, "n_trials": trials[0], "total_epochs": trials[1],
@@ -109,7 +110,8 @@ def trainable_for(settings: dict, data_arrays: dict):
         gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     cpus = settings["cpus_per_trial"]
     execution = Execution(threads=max(1, int(cpus)), channels_last=bool(settings["channels_last"]),
-                          amp=settings.get("amp"))
+                          amp=settings.get("amp"),
+                          val_size=settings.get("val_size", 0))  # runs before it held none out
     fn = tune.with_parameters(train_trial, data=data_arrays, execution=execution)
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus})
 
@@ -130,7 +132,8 @@ def run_sweep(*, folder: RunFolder, settings: dict, info: dict, make_tuner, data
     try:
         trainable = trainable_for(settings, data_arrays)
         if settings["resume"] and make_tuner is None:
-            tuner = tune.Tuner.restore(os.path.join(folder.path, RAY_DIR), trainable=trainable,
+            tuner = tune.Tuner.restore(os.path.join(folder.path, info.get("ray_dir", RAY_DIR)),
+                                       trainable=trainable,
                                        resume_unfinished=True, resume_errored=True)
         else:
             tuner = make_tuner(trainable, run_config(folder, settings, info,

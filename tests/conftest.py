@@ -31,8 +31,10 @@ def tiny_cifar_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_cifar_dir() -> Path:
     """The real CIFAR-10 from $CIFAR10_DIR: skipped locally when unset, a failure in CI."""
-    path = os.environ.get("CIFAR10_DIR")
-    if not path or not Path(path).is_dir():
+    from cifar_core.data import resolve_data_dir
+
+    path = str(resolve_data_dir(None))  # the CLIs' rule: $CIFAR10_DIR, else ~/.cache/cifar10
+    if not Path(path).is_dir():
         message = f"real CIFAR-10 not found (CIFAR10_DIR={path!r})"
         if os.environ.get("CI"):
             pytest.fail(message + "; CI must unpack ../shared/data/cifar10-jpeg.tar.gz")

@@ -121,7 +121,9 @@ def test_images_in_one_batch_get_different_params():
 
 def test_train_batch_is_deterministic_for_a_seed(images):
     x = (images * 255).to(torch.uint8)
-    run = lambda seed: A.train_batch(x, "augment+normalize", torch.Generator().manual_seed(seed))
+    def run(seed):
+        return A.train_batch(x, "augment+normalize", torch.Generator().manual_seed(seed))
+
     assert torch.equal(run(7), run(7))
     assert not torch.equal(run(7), run(8))
 
@@ -153,7 +155,8 @@ def test_output_is_float32_same_shape_and_device_and_input_untouched(transform):
     assert torch.equal(x, before)
 
 
-@pytest.mark.parametrize("fn", [lambda x: A.train_batch(x, "bogus", None), lambda x: A.test_batch(x, "bogus")])
+@pytest.mark.parametrize("fn", [lambda x: A.train_batch(x, "bogus", None),
+                                lambda x: A.test_batch(x, "bogus")])
 def test_unknown_transform_is_refused_by_name(fn):
     with pytest.raises(ValueError, match="bogus.*augment\\+normalize"):
         fn(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))

@@ -25,7 +25,8 @@ def test_config_defaults_are_the_seed_and_variants_are_replaced():
 
 @pytest.mark.parametrize("given, key, expected", [
     ("L2", "regulariser", "l2"), ("Adam", "optimiser", "adam"), ("SGD", "optimiser", "sgd"),
-    ("Augment+Normalize", "transform", "augment+normalize"), ("with_aug_norm", "transform", "augment+normalize"),
+    ("Augment+Normalize", "transform", "augment+normalize"),
+    ("with_aug_norm", "transform", "augment+normalize"),
     ("Dropout", "model", "dropout"),
 ])
 def test_config_accepts_seed_spellings(given, key, expected):

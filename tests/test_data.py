@@ -18,7 +18,8 @@ from cifar_core import sources as S
 from cifar_core.data import CLASSES, CifarData, DataError, load_cifar10, subset, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DIR = os.environ.get("CIFAR10_DIR")  # read before _clean_env hides it from the other tests
+# the CLIs' rule ($CIFAR10_DIR, else ~/.cache/cifar10), read before _clean_env hides the variable
+REAL_DIR = str(D.resolve_data_dir(None))
 
 
 @pytest.fixture(autouse=True)
@@ -155,9 +156,12 @@ def test_unwritable_data_dir_caches_under_home(tmp_path, monkeypatch):
 
 # --- resolve_data_dir ------------------------------------------------------------------------
 
-def test_resolve_data_dir_prefers_argument_then_env_then_dot_data(tmp_path, monkeypatch):
+def test_resolve_data_dir_prefers_argument_then_env_then_the_make_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert D.resolve_data_dir(None) == tmp_path / "data"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert D.resolve_data_dir(None) == tmp_path / "home" / ".cache" / "cifar10"
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "CIFAR10_DIR ?= $(HOME)/.cache/cifar10" in makefile  # make uses the same default
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "env"))
     assert D.resolve_data_dir(None) == tmp_path / "env"
     assert D.resolve_data_dir("rel") == tmp_path / "rel"
@@ -415,7 +419,7 @@ def test_synthetic_is_learnable():
 @pytest.mark.real_data
 def test_real_cifar10_has_every_image():
     if not REAL_DIR or not Path(REAL_DIR).is_dir():
-        message = f"CIFAR10_DIR={REAL_DIR!r} is not a directory holding CIFAR-10"
+        message = f"{REAL_DIR!r} ($CIFAR10_DIR, else ~/.cache/cifar10) holds no CIFAR-10"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     data = load_cifar10(REAL_DIR)
     assert data.train_x.shape == (50_000, 3, 32, 32) and data.test_x.shape == (10_000, 3, 32, 32)

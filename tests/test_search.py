@@ -81,7 +81,7 @@ def test_search_and_grid_share_one_trainable():
 def test_seeded_search_prunes_records_and_resumes(tmp_path, tiny_cifar_dir):
     """8 tiny trials: distinct lr/λ, ASHA prunes some, run.json has the best; resume adds 2."""
     common = ["--results-dir", tmp_path, "--name", "study", "--batch-size", "64",
-              "--max-concurrent", "2", "--sampler-seed", "7"]
+              "--max-concurrent", "2", "--sampler-seed", "7", "--val-size", "100"]
     first = run_search(*common, "--n-trials", "8", "--epochs", "4", "--lr-range", "1e-6:1",
                        data_dir=tiny_cifar_dir)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -98,7 +98,7 @@ def test_seeded_search_prunes_records_and_resumes(tmp_path, tiny_cifar_dir):
     info = json.loads((run / "run.json").read_text())
     assert info["kind"] == "search" and info["status"] == "finished"
     assert set(info["best"]["params"]) == {"lr", "lam"} and 0 <= info["best"]["value"] <= 1
-    assert "best: test acc" in first.stdout and (run / "study.journal").exists()
+    assert "best: val acc" in first.stdout and (run / "study.journal").exists()
 
     again = run_search(*common, "--resume", "--n-trials", "2", data_dir=tiny_cifar_dir)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -1,91 +1,50 @@
-"""The seed report's claims as data, judged on a run by paired comparison.
+"""The reference report's claims as data, judged on a run by paired comparison with error control.
 
 A claim names two sides as filters on config columns, a metric and which way it should go. Trials
-of the two sides are paired when they agree on every other config column and on the seed
-(replicates of one setting are averaged first); the effect is the mean paired difference A - B
-with a 95% Student-t interval, and the verdict follows VERDICT_RULE. Nothing here is hard-coded
-to a result: flip the numbers and the verdict flips.
+of the two sides are paired when they agree on every other config column and on the seed. A pair
+is *informative* only when both sides learned (LEARNED: final test accuracy above 15%; chance is
+10%): a model stuck at chance tests nothing, so such pairs are set aside and counted. The effect
+is A - B; with several seeds the unit of replication is the seed (each seed's effect is its mean
+over the informative settings) and the test is a one-sample t-test over seeds; with one seed the
+test runs over the grid's other settings on that seed and the verdict says so. The claims of one
+report form one family: their p-values (sequential ones when `sweep.settle` added seeds in
+rounds, see sequential.py) are Holm-adjusted and a verdict is decisive when the adjusted p is at
+most alpha. Nothing here is hard-coded to a result: flip the numbers and the verdict flips.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .load import CONFIG
-from .stats import mean_ci
+from .claims_data import CLAIMS, RELU_CLAIMS, Claim
+from .load import CONFIG, LEARNED
+from .sequential import look_pvalues, sequential_p
+from .stats import ALPHA, holm, mean_ci
 
-VERDICT_RULE = (
-    "Trials of side A and side B are paired when they agree on every other config column and on "
-    "the seed (replicates of one setting are averaged first). The effect is the mean of A - B over "
-    "the pairs with a 95% Student-t interval (n - 1 degrees of freedom). **holds**: the interval "
-    "lies entirely on the claimed side of zero; **does not hold**: entirely on the other side; "
-    "**inconclusive**: the interval contains zero, or there are fewer than two pairs (one seed).")
-HOLDS, FAILS, UNSURE, ABSENT = "holds", "does not hold", "inconclusive", "not in this run"
-CHANCE = 0.11  # test accuracy at or below this (10 classes: chance is 10%) means "never learned"
+HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+ABSENT, UNTESTABLE = "not in this run", "not testable"
+RELU_LEVELS = {True: "faithful", False: "corrected"}  # final ReLU kept as the reference / removed
 
-
-@dataclass(frozen=True)
-class Claim:
-    """A claimed comparison: side A's metric is `better` ("higher"/"lower") than side B's."""
-
-    text: str
-    seed: str
-    a: dict
-    b: dict
-    metric: str = "final_test_acc"
-    better: str = "higher"
-    free: tuple = ()  # config columns allowed to differ between the sides (averaged within a side)
-    gap: tuple = ()  # (axis, level, level): judge |metric(level) - metric(level)| per setting
-    tags: tuple = field(default=())
+__all__ = ["CLAIMS", "RELU_CLAIMS", "Claim", "judge", "judge_all", "settle_design", "verdict_rule"]
 
 
-def _transform_claims() -> list[Claim]:
-    seed_fig = {"augment": "43% → 46%", "normalize": "43% → 51%",
-                "augment+normalize": "highest of the four (no figure)"}
-    claims = []
-    for level, name in (("augment", "augmentation"), ("normalize", "normalisation"),
-                        ("augment+normalize", "augmentation + normalisation")):
-        claims.append(Claim(f"{name} beats the baseline (the seed's setup)", seed_fig[level],
-                            {"transform": level, "data_fraction": 1.0},
-                            {"transform": "none", "data_fraction": 0.5}))
-        claims.append(Claim(f"{name} beats no transform (equal data)", seed_fig[level],
-                            {"transform": level}, {"transform": "none"}))
-    for other in ("augment", "normalize"):
-        claims.append(Claim(f"augmentation + normalisation is the best transform: beats {other}",
-                            "highest of the four", {"transform": "augment+normalize"},
-                            {"transform": other}))
-    return claims
-
-
-CLAIMS: tuple[Claim, ...] = (
-    *_transform_claims(),
-    Claim("dropout reduces overfitting (smaller train − test accuracy gap)",
-          "train 42% / test 50%", {"model": "dropout"}, {"model": "baseline"}, metric="gap",
-          better="lower"),
-    Claim("dropout improves test accuracy", "42% → 50%", {"model": "dropout"},
-          {"model": "baseline"}),
-    Claim("L2 beats L1 on test accuracy", "55% vs 48%", {"regulariser": "l2"},
-          {"regulariser": "l1"}),
-    Claim("L2 beats dropout on test accuracy", "55% vs 50%",
-          {"regulariser": "l2", "model": "baseline"}, {"regulariser": "none", "model": "dropout"},
-          free=("lam",)),
-    Claim("L2 beats dropout on test loss", "1.2 vs 1.4", {"regulariser": "l2", "model": "baseline"},
-          {"regulariser": "none", "model": "dropout"}, metric="final_test_loss", better="lower",
-          free=("lam",)),
-    Claim("SGD is more robust to the learning rate than Adam "
-          "(smaller |acc(lr 1e-3) − acc(lr 1e-5)|)",
-          "SGD 58.3 → 58.1 vs Adam 58 → 56", {"optimiser": "sgd"}, {"optimiser": "adam"},
-          better="lower", gap=("lr", 1e-3, 1e-5)),
-)
-RELU_CLAIMS: tuple[Claim, ...] = (
-    Claim("the ReLU on the logits costs test accuracy (without it is better)", "— (seed keeps it)",
-          {"final_relu": False}, {"final_relu": True}, tags=("relu",)),
-    Claim("the ReLU on the logits costs test loss (without it is lower)", "— (seed keeps it)",
-          {"final_relu": False}, {"final_relu": True}, metric="final_test_loss", better="lower",
-          tags=("relu",)),
-)
+def verdict_rule(alpha: float, looks: tuple[int, ...] | None) -> str:
+    """The rule, the family and the correction, in the words the report prints."""
+    seq = (f" Seeds were added in rounds (looks at {', '.join(map(str, looks))} seeds), so each "
+           "claim's p-value is a group-sequential one that keeps its error under this optional "
+           "stopping (see *Settling*)." if looks and len(looks) > 1 else "")
+    return (f"A pair counts only when both sides learned (final test accuracy > {LEARNED:.0%}); "
+            "a claim with no such pair is **not testable**. The effect is the mean of A − B; with "
+            "several seeds each seed's effect is averaged over the informative settings and the "
+            "test is a one-sample t-test over seeds (95% interval over seeds); with one seed the "
+            "interval and test run over the grid's other settings on that one seed. "
+            f"All claims of this report form one family: their p-values are Holm-adjusted and a "
+            f"verdict is decisive (**holds** / **does not hold**, by the sign of the effect) when "
+            f"the adjusted p ≤ {alpha:g}, which keeps the chance of any wrong decisive verdict in "
+            f"the report at most {alpha:g}; otherwise **inconclusive**.{seq}")
 
 
 def select(trials: pd.DataFrame, filters: dict) -> pd.DataFrame:
@@ -101,20 +60,26 @@ def select(trials: pd.DataFrame, filters: dict) -> pd.DataFrame:
 
 def pairing_key(claim: Claim) -> list[str]:
     """The columns a pair must agree on: everything the claim does not set or free, plus seed."""
-    skip = {*claim.a, *claim.b, *claim.free, *claim.gap[:1]}
+    sides = [claim.a, claim.b or {}, *claim.rivals]
+    skip = {k for side in sides for k in side} | set(claim.free) | set(claim.gap[:1])
     return [c for c in (*CONFIG, "seed") if c not in skip]
 
 
-def side_values(trials: pd.DataFrame, filters: dict, claim: Claim) -> pd.Series:
-    """Per setting (pairing key): the side's mean metric, or its |gap| between two levels."""
+def side_values(trials: pd.DataFrame, filters: dict, claim: Claim) -> pd.DataFrame:
+    """Per setting (pairing key): the side's value and whether it learned there."""
     chosen, key = select(trials, filters), pairing_key(claim)
     if not claim.gap:
-        return chosen.groupby(key)[claim.metric].mean()
+        grouped = chosen.groupby(key)
+        return pd.DataFrame({"value": grouped[claim.metric].mean(),
+                             "ok": grouped["final_test_acc"].mean() > LEARNED})
     axis, first, second = claim.gap
-    cells = [select(chosen, {axis: lvl}).groupby(key)[claim.metric].mean().rename(i)
-             for i, lvl in enumerate((first, second))]
-    both = pd.concat(cells, axis=1, join="inner")
-    return (both[0] - both[1]).abs()
+    cells = [select(chosen, {axis: lvl}).groupby(key) for lvl in (first, second)]
+    both = pd.concat([pd.DataFrame({f"v{i}": c[claim.metric].mean(),
+                                    f"ok{i}": c["final_test_acc"].mean() > LEARNED})
+                      for i, c in enumerate(cells)], axis=1, join="inner")
+    # a lr-sensitivity is informative when the side learned at either level: learning at one and
+    # not the other is a real (large) sensitivity; at chance at both it measures nothing
+    return pd.DataFrame({"value": (both["v0"] - both["v1"]).abs(), "ok": both["ok0"] | both["ok1"]})
 
 
 def describe(filters: dict) -> str:
@@ -123,61 +88,228 @@ def describe(filters: dict) -> str:
                      for k, v in filters.items())
 
 
-def missing_reason(trials: pd.DataFrame, claim: Claim) -> str:
-    """What the run would need for the claim to be judged."""
-    a, b = select(trials, claim.a), select(trials, claim.b)
+def missing_reason(trials: pd.DataFrame, claim: Claim, b: dict) -> str:
+    """What the run would need for the comparison to be made."""
     levels = f" at both {claim.gap[0]} {claim.gap[1]:g} and {claim.gap[2]:g}" if claim.gap else ""
-    for side, rows in ((claim.a, a), (claim.b, b)):
-        if rows.empty:
+    sides = [claim.a] + ([b] if b is not None else [])
+    rows = [select(trials, side) for side in sides]
+    for side, chosen in zip(sides, rows):
+        if chosen.empty:
             return f"needs finished trials with {describe(side)}{levels}"
-    differing = [c for c in pairing_key(claim) if not set(a[c]) & set(b[c])]
-    detail = "; ".join(f"{c} {sorted(set(a[c]))} vs {sorted(set(b[c]))}" for c in differing)
-    return (f"needs {describe(claim.a)} and {describe(claim.b)} trials{levels} that agree on every "
+    differing = [c for c in pairing_key(claim) if len(rows) == 2
+                 and not set(rows[0][c]) & set(rows[1][c])]
+    detail = "; ".join(f"{c} {sorted(set(rows[0][c]))} vs {sorted(set(rows[1][c]))}"
+                       for c in differing)
+    return (f"needs {' and '.join(describe(s) for s in sides)} trials{levels} that agree on every "
             f"other setting and seed" + (f" (here they differ in {detail})" if detail else ""))
 
 
-def verdict(low: float, high: float, n: int, better: str) -> str:
-    """Apply VERDICT_RULE to an effect interval [low, high] of A - B over n pairs."""
-    if n < 2 or not np.isfinite(low):
-        return UNSURE
-    sign = 1.0 if better == "higher" else -1.0
-    # rounded so that float noise around an exact tie (e.g. 0.05 - 0.05) reads as zero
-    lo, hi = sorted((round(sign * low, 9), round(sign * high, 9)))
-    return HOLDS if lo > 0 else FAILS if hi < 0 else UNSURE
+@dataclass
+class Comparison:
+    """One A-vs-B (or A-alone) comparison: the informative pairs' effects and what was set aside."""
+
+    status: str  # "ok", ABSENT or UNTESTABLE
+    why: str = ""
+    effects: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
+    unit: str = "seeds"  # what the test replicates over: "seeds", or "settings" (one seed)
+    seeds_run: int = 0
+    used: int = 0
+    set_aside: int = 0
+    aside_why: str = ""
+    a_values: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
+    b_values: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
 
 
-def judge(trials: pd.DataFrame, claim: Claim) -> dict:
-    """One claims-table row: both sides, the paired effect and the verdict."""
-    row = {"claim": claim.text, "seed": claim.seed, "metric": claim.metric, "better": claim.better,
-           "a": describe(claim.a), "b": describe(claim.b), "gap": bool(claim.gap),
-           "free": ", ".join(claim.free), "relu": "relu" in claim.tags}
-    pairs = pd.concat([side_values(trials, claim.a, claim).rename("a"),
-                       side_values(trials, claim.b, claim).rename("b")], axis=1, join="inner")
+def compare(trials: pd.DataFrame, claim: Claim, b: dict | None, relu_filter: dict) -> Comparison:
+    """Pair side A with side b (or take A alone when b is None) over informative pairs."""
+    a_side = {**claim.a, **relu_filter}
+    a = side_values(trials, a_side, claim).add_prefix("a_")
+    if b is None:
+        pairs = a.assign(b_value=0.0, b_ok=True)
+    else:
+        pairs = pd.concat([a, side_values(trials, {**b, **relu_filter}, claim).add_prefix("b_")],
+                          axis=1, join="inner")
     if pairs.empty:
-        return {**row, "n": 0, "verdict": ABSENT, "note": missing_reason(trials, claim)}
-    a, b, effect = mean_ci(pairs["a"]), mean_ci(pairs["b"]), mean_ci(pairs["a"] - pairs["b"])
-    settings = len(pairs.index.droplevel("seed").unique()) if pairs.index.nlevels > 1 else 1
-    notes = ["one pair (one seed): no interval" if effect.n < 2 else "", chance_note(trials, claim)]
-    note = "; ".join(n for n in notes if n)
-    return {**row, "n": effect.n, "settings": settings, "a_mean": a.mean, "a_half": a.half,
-            "b_mean": b.mean, "b_half": b.half, "effect": effect.mean, "low": effect.low,
-            "high": effect.high, "note": note,
-            "verdict": verdict(effect.low, effect.high, effect.n, claim.better)}
+        return Comparison(ABSENT, missing_reason(trials, claim, b))
+    never = [describe(s) for s, col in ((claim.a, "a_ok"), (b, "b_ok"))
+             if s is not None and not pairs[col].any()]
+    good = pairs[pairs["a_ok"] & pairs["b_ok"]]
+    aside = _aside_text(pairs, claim.a, b)
+    if good.empty:
+        why = (" and ".join(never) + " never learned" if never
+               else "no pair where both sides learned")
+        return Comparison(UNTESTABLE, why, set_aside=len(pairs), aside_why=aside)
+    diffs = good["a_value"] - good["b_value"]
+    seeds = diffs.index.get_level_values("seed")
+    multi = seeds.nunique() >= 2
+    effects = diffs.groupby(seeds).mean() if multi else diffs.reset_index(drop=True)
+    return Comparison("ok", effects=effects, unit="seeds" if multi else "settings",
+                      seeds_run=pairs.index.get_level_values("seed").nunique(), used=len(good),
+                      set_aside=len(pairs) - len(good), aside_why=aside,
+                      a_values=good["a_value"], b_values=good["b_value"])
 
 
-def chance_note(trials: pd.DataFrame, claim: Claim) -> str:
-    """A warning when a side never learned: its effect is then about failure, not the claim."""
-    stuck = [describe(side) for side in (claim.a, claim.b)
-             if select(trials, side)["final_test_acc"].mean() <= CHANCE]
-    return (f"{' and '.join(stuck)} stays at chance (≤ {CHANCE:.0%} test accuracy), so this "
-            "verdict reflects training that failed" if stuck else "")
+def _aside_text(pairs: pd.DataFrame, a: dict, b: dict | None) -> str:
+    """'A at chance in 3, B in 2' for the pairs set aside."""
+    parts = [f"{describe(side)} at chance in {int((~pairs[col]).sum())}"
+             for side, col in ((a, "a_ok"), (b, "b_ok")) if side is not None
+             and (~pairs[col]).any()]
+    return "; ".join(parts)
 
 
-def judge_all(finished: pd.DataFrame) -> pd.DataFrame:
-    """Every seed claim (and the ReLU rows when both final_relu levels ran) over finished trials."""
-    trials = finished.assign(gap=finished["final_train_acc"] - finished["final_test_acc"])
-    claims = list(CLAIMS)
-    if trials["final_relu"].nunique() >= 2:
-        claims += RELU_CLAIMS
-    table = pd.DataFrame([judge(trials, c) for c in claims])
+def look_ps(comp: Comparison, looks: tuple[int, ...]) -> np.ndarray:
+    """The comparison's p-value at each planned look (nan where it had too few seeds)."""
+    if comp.unit != "seeds" or len(looks) == 1:
+        return np.array([mean_ci(comp.effects).p] + [math.nan] * (len(looks) - 1))
+    width = max(looks[-1], int(comp.effects.index.max()) + 1)
+    row = np.full(width, math.nan)
+    row[comp.effects.index.astype(int)] = comp.effects.to_numpy()
+    ps = look_pvalues(row[None, :], looks)[0]
+    return np.where(np.asarray(looks) <= comp.seeds_run, ps, math.nan)
+
+
+def _side_stats(values: pd.Series) -> tuple[float, float]:
+    ci = mean_ci(values)
+    return ci.mean, ci.half
+
+
+def judge(trials: pd.DataFrame, claim: Claim, looks: tuple[int, ...] | None = None,
+          relu_filter: dict | None = None) -> dict:
+    """One claims-table row before the family correction: sides, effect, raw p per look."""
+    relu_filter = relu_filter or {}
+    row = {"claim": claim.text, "reference": claim.reference, "metric": claim.metric,
+           "better": claim.better, "a": describe(claim.a),
+           "b": " / ".join(describe(r) for r in claim.rivals) if claim.rivals
+           else describe(claim.b) if claim.b is not None else "0",
+           "gap": bool(claim.gap), "free": ", ".join(claim.free), "relu": "relu" in claim.tags,
+           "level": RELU_LEVELS.get(relu_filter.get("final_relu"), ""), "note": claim.note}
+    comps = [compare(trials, claim, b, relu_filter) for b in (claim.rivals or (claim.b,))]
+    looks = looks or (0,)
+    if claim.rivals:
+        return {**row, **_best_of(claim, comps, looks)}
+    comp = comps[0]
+    if comp.status != "ok":
+        return {**row, **_untested(comp), "ps": [math.nan] * len(looks)}
+    effect = mean_ci(comp.effects)
+    sign = 1.0 if claim.better == "higher" else -1.0
+    return {**row, **_counts(comp), "effect": effect.mean, "low": effect.low,
+            "high": effect.high, "n": effect.n, "unit": comp.unit,
+            "a_mean": _side_stats(comp.a_values)[0], "a_half": _side_stats(comp.a_values)[1],
+            "b_mean": _side_stats(comp.b_values)[0], "b_half": _side_stats(comp.b_values)[1],
+            "ps": list(look_ps(comp, looks)), "claimed_sign": sign}
+
+
+def _untested(comp: Comparison) -> dict:
+    verdict = UNTESTABLE if comp.status == UNTESTABLE else ABSENT
+    return {"verdict": verdict, "why": comp.why, "n": 0, "used": 0,
+            "set_aside": comp.set_aside, "aside_why": comp.aside_why, "unit": ""}
+
+
+def _counts(comp: Comparison) -> dict:
+    return {"used": comp.used, "set_aside": comp.set_aside, "aside_why": comp.aside_why,
+            "verdict": "", "why": ""}
+
+
+def _best_of(claim: Claim, comps: list[Comparison], looks: tuple[int, ...]) -> dict:
+    """A against every rival. Holds when A beats each (intersection-union: the largest p); does
+    not hold when some rival beats A (Bonferroni over the rivals). Rivals that never learned are
+    left out (beating a model at chance tests nothing); A never learning makes it not testable."""
+    tested = [c for c in comps if c.status == "ok"]
+    if not tested:
+        first = next((c for c in comps if c.status == UNTESTABLE), comps[0])
+        return {**_untested(first), "ps": [math.nan] * len(looks)}
+    sign = 1.0 if claim.better == "higher" else -1.0
+    effects = [mean_ci(c.effects) for c in tested]
+    ps = np.array([look_ps(c, looks) for c in tested])
+    favour = np.array([sign * e.mean > 0 for e in effects])
+    worst = int(np.argmin([sign * e.mean for e in effects]))
+    left_out = [c.why for c in comps if c.status != "ok"]
+    combined = ps.max(axis=0) if favour.all() else np.minimum(1.0, len(tested) * ps[~favour].min(0))
+    e, comp = effects[worst], tested[worst]
+    return {"effect": e.mean, "low": e.low, "high": e.high, "n": e.n, "unit": comp.unit,
+            "a_mean": _side_stats(comp.a_values)[0], "a_half": _side_stats(comp.a_values)[1],
+            "b_mean": _side_stats(comp.b_values)[0], "b_half": _side_stats(comp.b_values)[1],
+            "used": sum(c.used for c in tested), "set_aside": sum(c.set_aside for c in comps),
+            "aside_why": "; ".join(filter(None, [c.aside_why for c in comps]
+                                          + [f"rival left out: {w}" for w in left_out])),
+            "verdict": "", "why": "", "ps": list(combined), "claimed_sign": sign,
+            "b": f"closest rival of {len(tested)}: " + _rival_name(claim, comps, comp)}
+
+
+def _rival_name(claim: Claim, comps: list[Comparison], comp: Comparison) -> str:
+    return describe(claim.rivals[next(i for i, c in enumerate(comps) if c is comp)])
+
+
+def judge_all(finished: pd.DataFrame, *, looks: tuple[int, ...] | None = None,
+              alpha: float = ALPHA) -> pd.DataFrame:
+    """Every claim (per final-ReLU level when both ran, plus the ReLU rows), Holm over the family.
+
+    `looks` is the planned seed schedule of a settled run (sweep.settle), else None (one look).
+    """
+    trials = with_gap(finished)
+    table = pd.DataFrame([judge(trials, c, looks, f) for c, f in claim_specs(trials)])
+    table = decide(table, looks or (0,), alpha)
     return table.assign(id=[f"C{i}" for i in range(1, len(table) + 1)])
+
+
+def with_gap(trials: pd.DataFrame) -> pd.DataFrame:
+    """Adds gap = train_eval_acc − test_acc (eval mode); older runs fall back to train-mode acc."""
+    clean = trials.get("final_train_eval_acc", pd.Series(math.nan, index=trials.index))
+    train = clean.where(np.isfinite(clean.astype(float)), trials["final_train_acc"])
+    return trials.assign(gap=train - trials["final_test_acc"],
+                         gap_clean=np.isfinite(clean.astype(float)))
+
+
+def decide(table: pd.DataFrame, looks: tuple[int, ...], alpha: float) -> pd.DataFrame:
+    """Sequential p per look, Holm over the family at every look, verdicts and settling look."""
+    ps = np.array([list(p) for p in table["ps"]], dtype=float)
+    q_by_look = np.column_stack([sequential_p(np.where(np.arange(len(looks)) <= j, ps, np.nan),
+                                              looks) if len(looks) > 1 else ps[:, 0]
+                                 for j in range(len(looks))]) if len(table) else ps
+    adjusted = np.column_stack([holm(q_by_look[:, j]) for j in range(len(looks))])
+    table = table.assign(p=ps[:, 0] if len(looks) == 1 else np.nan, q=q_by_look[:, -1],
+                         p_adj=adjusted[:, -1])
+    settled = [next((looks[j] for j in range(len(looks)) if adjusted[i, j] <= alpha), math.nan)
+               for i in range(len(table))]
+    table["settled_at"] = settled
+    table["verdict"] = [_verdict(r, alpha) for _, r in table.iterrows()]
+    return table.drop(columns=["ps"])
+
+
+def _verdict(row: pd.Series, alpha: float) -> str:
+    if row["verdict"]:  # not testable / not in this run
+        return row["verdict"]
+    if not np.isfinite(row["p_adj"]) or row["p_adj"] > alpha:
+        return UNSURE
+    direction = row["claimed_sign"] * row["effect"]
+    return HOLDS if direction > 0 else FAILS if direction < 0 else UNSURE
+
+
+def settle_design(metas: dict) -> dict:
+    """judge_all's looks and alpha from a settled run's run.json (fixed design otherwise)."""
+    settles = [m["settle"] for m in metas.values() if isinstance(m.get("settle"), dict)]
+    if len(metas) != 1 or not settles:
+        return {"looks": None, "alpha": ALPHA}
+    return {"looks": tuple(int(n) for n in settles[0]["looks"]),
+            "alpha": float(settles[0].get("alpha", ALPHA))}
+
+
+def claim_specs(finished: pd.DataFrame) -> list[tuple[Claim, dict]]:
+    """(claim, final-ReLU filter) in the order judge_all's rows have them."""
+    levels = sorted(finished["final_relu"].unique(), reverse=True)
+    filters = [{"final_relu": lvl} for lvl in levels] if len(levels) >= 2 else [{}]
+    specs = [(c, f) for f in filters for c in CLAIMS]
+    return specs + ([(c, {}) for c in RELU_CLAIMS] if len(levels) >= 2 else [])
+
+
+def claim_configs(trials: pd.DataFrame, claim: Claim, relu_filter: dict) -> pd.DataFrame:
+    """The trials (any seed) of the configurations a claim pairs: the sides' rows at settings
+    shared by side A and another side (for a one-sample claim, all of A's rows)."""
+    key = [c for c in pairing_key(claim) if c != "seed"]
+    sides = [claim.a, *(claim.rivals or ([claim.b] if claim.b is not None else []))]
+    chosen = [select(trials, {**side, **relu_filter}) for side in sides]
+    settings = [set(c[key].itertuples(index=False, name=None)) for c in chosen]
+    shared = settings[0] if len(sides) == 1 else settings[0] & set().union(*settings[1:])
+    rows = [c[[tuple(r) in shared for r in c[key].itertuples(index=False, name=None)]]
+            for c in chosen]
+    return pd.concat(rows)

@@ -32,11 +32,14 @@ class Importance:
 class SearchInfo:
     """A search run's trials in order, its running best and the best parameters it reported."""
 
-    history: pd.DataFrame  # number, value, status, best
+    history: pd.DataFrame  # number, trial_id, value (selection metric), test, status, best
     best_params: dict
     best_value: float
     best_number: object
     settings: dict
+    metric: str = "test_acc"  # what it selected on: val_acc, or test_acc before --val-size
+    val_size: int = 0  # held-out training images behind val_acc
+    best_test: float = np.nan  # the reported best's test accuracy (shown, never selected on)
 
 
 def _python(value):
@@ -94,15 +97,20 @@ def importance(finished: pd.DataFrame, axes=CONFIG) -> Importance:
 
 
 def search_info(trials: pd.DataFrame, meta: dict) -> SearchInfo:
-    """Trial number (row order of trials.csv), final test accuracy and the running best."""
+    """Trial number (row order of trials.csv), the final accuracy the search selected on
+    (validation; test for runs before --val-size), final test accuracy and the running best."""
+    search = dict(meta.get("search") or {})
+    val_size = int(search.get("val_size") or (meta.get("settings") or {}).get("val_size") or 0)
+    metric = "val_acc" if val_size else "test_acc"
     history = pd.DataFrame({"number": np.arange(len(trials)),
                             "trial_id": trials["trial_id"].to_numpy(),
-                            "value": trials["final_test_acc"].to_numpy(),
+                            "value": trials[f"final_{metric}"].to_numpy(),
+                            "test": trials["final_test_acc"].to_numpy(),
                             "status": trials["status"].to_numpy()})
     done = history["value"].where(history["status"].eq("completed"))
     history["best"] = done.cummax().ffill()
     best = meta.get("best") or {}
     return SearchInfo(history=history, best_params=dict(best.get("params") or {}),
                       best_value=float(best.get("value", np.nan)),
-                      best_number=best.get("number"),
-                      settings=dict(meta.get("search") or {}))
+                      best_number=best.get("number"), settings=search, metric=metric,
+                      val_size=val_size, best_test=float(best.get("test_acc", np.nan)))

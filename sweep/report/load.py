@@ -19,14 +19,19 @@ INTS = ("epochs", "batch_size")
 CONFIG = ("transform", "model", "regulariser", "lam", "optimiser", "lr", "epochs", "batch_size",
           "data_fraction", "final_relu")
 METRICS = ("final_train_acc", "final_test_acc", "final_test_loss")
+# filled with nan when a run predates them (val_*: also empty when nothing was held out)
+LATER_METRICS = ("final_train_eval_acc", "final_train_eval_loss", "final_val_acc",
+                 "final_val_loss", "best_val_acc")
 OPTIONAL_METRICS = ("final_train_loss", "best_test_acc", "epochs_done", "train_seconds",
-                    "final_train_eval_acc", "final_train_eval_loss")
+                    *LATER_METRICS)
 TRIAL_COLUMNS = ("trial_id", *CONFIG, "seed", "status", *METRICS)
 EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 EPOCH_COLUMNS = ("trial_id", "epoch", *EPOCH_METRICS)
 ACCURACIES = ("final_train_acc", "final_test_acc", "best_test_acc", "train_acc", "test_acc",
-              "final_train_eval_acc", "train_eval_acc")
+              "final_train_eval_acc", "train_eval_acc", "final_val_acc", "best_val_acc",
+              "val_acc")
 FINISHED = "completed"
+LEARNED = 0.15  # final test accuracy above this: the trial learned (10 classes: chance is 10%)
 
 
 class ReportInputError(Exception):
@@ -90,7 +95,7 @@ def typed_trials(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         out[column] = out[column].astype(int)
     for column in METRICS + tuple(c for c in OPTIONAL_METRICS if c in out):
         out[column] = _numeric(out, column, path, strict=False)
-    for column in ("final_train_eval_acc", "final_train_eval_loss"):  # runs before they existed
+    for column in LATER_METRICS:
         if column not in out:
             out[column] = math.nan
     return out

@@ -6,6 +6,7 @@ every figure has a title, labelled axes with units and a legend (or a colour bar
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -43,8 +44,16 @@ def plot_curves(curves: pd.DataFrame, axis: str, path) -> None:
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, title=axis_name(axis), loc="outside right center")
-    fig.suptitle(f"Learning curves by {axis_name(axis)} (mean over trials, band ±1 std)")
+    fig.suptitle(f"Learning curves by {axis_name(axis)}: trials that learned, at settings every "
+                 "level shares (mean over trials, band ±1 std)")
     _save(fig, path)
+
+
+def tick_label(row: pd.Series) -> str:
+    """A marginal's level, marked when nothing of it is compared (it never learned)."""
+    if row["n_done"]:
+        return level(row["level"])
+    return f"{level(row['level'])}\n(never learned)" if row["n_chance"] else level(row["level"])
 
 
 def plot_marginals(marginals: dict, path) -> None:
@@ -57,19 +66,22 @@ def plot_marginals(marginals: dict, path) -> None:
         x = np.arange(len(table))
         ax.errorbar(x, table["mean"] * 100, yerr=table["half"].fillna(0) * 100, fmt="o",
                     color="C0", ecolor="black", capsize=5, label="mean, 95% t-interval")
-        ax.set_xticks(x, [level(v) for v in table["level"]], rotation=20)
+        ax.set_xticks(x, [tick_label(r) for _, r in table.iterrows()], rotation=20)
         ax.set_xlim(-0.6, len(table) - 0.4)
         ax.set(title=axis_name(axis), xlabel=axis_name(axis), ylabel="test accuracy (%)")
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize="small", loc="best")
     for ax in axes[n:]:
         ax.set_visible(False)
-    fig.suptitle("Mean final test accuracy per level (over all other axes and seeds)")
+    fig.suptitle("Mean final test accuracy per level: trials that learned, at settings every "
+                 "level shares")
     _save(fig, path)
 
 
-def plot_heatmap(means: pd.DataFrame, counts: pd.DataFrame, rows: str, cols: str, path) -> None:
-    """Mean final test accuracy for every (rows, cols) cell, annotated with % and n."""
+def plot_heatmap(means: pd.DataFrame, counts: pd.DataFrame, rows: str, cols: str, path,
+                 chance: pd.DataFrame | None = None) -> None:
+    """Mean final test accuracy for every (rows, cols) cell, annotated with % and n, and
+    'at chance' where `chance` marks that no trial of the cell learned."""
     size = (1.9 * len(means.columns) + 3, 0.8 * len(means.index) + 2)
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.subplots()
@@ -77,6 +89,7 @@ def plot_heatmap(means: pd.DataFrame, counts: pd.DataFrame, rows: str, cols: str
     image = ax.imshow(grid * 100, cmap="viridis", aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
         text = "no trial" if np.isnan(v) else f"{100 * v:.1f}%\nn={counts.iloc[i, j]}"
+        text += "\nat chance" if chance is not None and chance.iloc[i, j] else ""
         colour = "dimgray" if np.isnan(v) else "white" if v < np.nanmean(grid) else "black"
         ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=9)
     ax.set_xticks(range(len(means.columns)), [level(c) for c in means.columns])
@@ -124,7 +137,7 @@ def plot_claims(claims: pd.DataFrame, path) -> None:
                     label=row["verdict"])
     ax.axvline(0, color="black", lw=0.8)
     names = [f"{r['id']} {r['claim'][:56]}" + ("…" if len(r["claim"]) > 56 else "")
-             for _, r in rows.iterrows()]
+             + (f" [{r['level']}]" if r.get("level") else "") for _, r in rows.iterrows()]
     ax.set_yticks(range(len(rows)), names)
     ax.set(xlabel="paired effect in the claimed direction (pts; > 0 favours the claim)",
            ylabel="claim", title="Seed claims on accuracy: paired effect with 95% CI")
@@ -149,7 +162,8 @@ def plot_importance(values: dict, evaluator: str, path) -> None:
 
 
 def plot_history(history: pd.DataFrame, name: str, path) -> None:
-    """Test accuracy per trial number with the running best (an optimisation history)."""
+    """The study's objective (validation accuracy; test accuracy in searches made before the
+    hold-out existed) per trial number with the running best (an optimisation history)."""
     fig = Figure(figsize=(7.5, 4), layout="constrained")
     ax = fig.subplots()
     done = history["status"].eq("completed")
@@ -158,7 +172,7 @@ def plot_history(history: pd.DataFrame, name: str, path) -> None:
                color="tab:gray", label="pruned / diverged / error (last value)")
     ax.step(history["number"], history["best"] * 100, where="post", color="tab:red",
             label="best so far")
-    ax.set(xlabel="trial number", ylabel="test accuracy (%)",
+    ax.set(xlabel="trial number", ylabel="objective: accuracy (%)",
            title=f"Optimisation history: {name}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
@@ -180,8 +194,9 @@ def render_plots(summary, out_dir) -> dict:
     if summary.marginals:
         draw("marginals", "marginals.png", plot_marginals, summary.marginals)
     for (rows, cols), (means, counts) in summary.interactions.items():
-        draw(f"heatmap:{rows}:{cols}", f"heatmap_{rows}_x_{cols}.png", plot_heatmap, means,
-             counts, rows, cols)
+        heatmap = partial(plot_heatmap, chance=summary.at_chance.get((rows, cols)))
+        draw(f"heatmap:{rows}:{cols}", f"heatmap_{rows}_x_{cols}.png", heatmap, means, counts,
+             rows, cols)
     for axis, points in summary.scatters.items():
         draw(f"scatter:{axis}", f"scatter_{axis}.png", plot_scatter, points, axis)
     if len(plotted_claims(summary.claims)):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import pandas as pd
 
 from . import fmt
-from .render_claims import render_claims, render_relu
+from .render_claims import render_claims, render_headline, render_relu, render_settle
 from .render_run import render_provenance, render_search
-from .summary import Summary, status_text
+from .stats import ALPHA
+from .summary import (LEARNED, Summary, best_set, finished, setting_columns, status_text,
+                      untested_reason)
 
 TOP = 25
 MEANING = {
@@ -20,6 +22,7 @@ MEANING = {
                  "distributed among the best trials than among all: what the best trials share, "
                  "not how much a bad setting hurts.",
 }
+SHOWN = 3  # configurations named in a sentence before "and k more"
 CI_NOTE = ("± is the half-width of a 95% Student-t interval over the trials (seeds) averaged; "
            "std is their sample standard deviation.")
 
@@ -37,14 +40,10 @@ def _config_text(config: dict) -> str:
 def render_header(s: Summary) -> str:
     """Title, one-paragraph overview, warnings and contents."""
     kinds = sorted({str(m["kind"]) for m in s.metas.values() if m.get("kind")}) or ["sweep"]
-    best = s.ranking.iloc[0]
-    best_cfg = {a: best[a] for a in s.axes}
     lines = [f"# CIFAR-10 sweep report: {s.name}", "",
              f"A {' + '.join(kinds)} run of {len(s.trials)} trials "
              f"({status_text(s.trials['status'])}) over {len(s.ranking)} configurations. "
-             f"Best configuration: {_config_text(best_cfg) or 'the only one'} with "
-             f"{fmt.pct_ci(best['mean'], best['half'])} final test accuracy (n={best['n_done']}).",
-             "", f"Every trial shares: {_config_text(s.constants) or 'nothing'}."]
+             + best_text(s), "", f"Every trial shares: {_config_text(s.constants) or 'nothing'}."]
     if (s.trials["status"] == "running").any():
         lines += ["", "> **Note:** some trials are still running; this report is a snapshot."]
     if any(m.get("status") == "interrupted" for m in s.metas.values()):
@@ -55,19 +54,54 @@ def render_header(s: Summary) -> str:
                 "Hyperparameter importance", "Provenance"]
     if (s.claims["relu"]).any():
         sections.insert(3, "What the ReLU on the logits costs")
+    if render_settle(s):
+        sections.insert(sections.index("Hyperparameter importance"),
+                        "Settling: seeds added until the verdicts are decisive")
     if s.searches:
         sections.insert(-1, "Search")
     anchors = [f"{i}. [{t}](#{i}-{fmt.anchor(t)})" for i, t in enumerate(sections, 1)]
-    return "\n".join([*lines, "", "## Contents", "", *anchors])
+    glance = render_headline(s)
+    return "\n".join([*lines, *(["", glance] if glance else []), "", "## Contents", "", *anchors])
+
+
+def config_name(s: Summary, row: pd.Series) -> str:
+    """A configuration by its seed label, else by its varying axes."""
+    return row["label"] or _config_text({a: row[a] for a in s.axes}) or "the only configuration"
+
+
+def _listed(names: list[str], more: str = "") -> str:
+    """'a, b and c' for up to SHOWN names, then 'and k more'."""
+    shown = names[:SHOWN] + ([f"{len(names) - SHOWN} more{more}"] if len(names) > SHOWN else [])
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+
+
+def best_text(s: Summary) -> str:
+    """The header's sentence on the best configurations: the set the top cannot be told from."""
+    best, why = best_set(s.ranking), untested_reason(s.trials, s.ranking)
+    top = s.ranking.iloc[0]
+    if why:
+        return (f"{why[0].upper()}{why[1:]} (highest mean: {config_name(s, top)}, "
+                f"{fmt.pct_ci(top['mean'], top['half'])}, n={top['n_done']}).")
+    if len(best) == 1:
+        return (f"Best configuration: {config_name(s, top)} with "
+                f"{fmt.pct_ci(top['mean'], top['half'])} final test accuracy (n={top['n_done']}); "
+                "every other configuration is distinguishably worse (≈ top in section 1).")
+    names = [f"{config_name(s, r)} ({fmt.pct_ci(r['mean'], r['half'])})"
+             for _, r in best.iterrows()]
+    return (f"Best configurations: {len(best)} not distinguishable from the top one "
+            f"(≈ top in section 1): {_listed(names)}.")
 
 
 def render_ranking(s: Summary) -> str:
     """Configurations by mean final test accuracy (top TOP; all in ranking.csv)."""
+    tested = len(best_set(s.ranking)) > 0
+    near = ["≈ top"] if tested else []
     headers = ["#", "seed label", *[fmt.NAMES.get(a, a) for a in s.axes], "test acc (mean ± CI)",
-               "std", "n", "test loss", "train acc", "gap (train − test)", "trials"]
+               *near, "std", "n", "test loss", "train acc", "gap (train − test)", "trials"]
     rows = [[r["rank"], r["label"] or fmt.DASH, *[fmt.level(r[a]) for a in s.axes],
-             fmt.pct_ci(r["mean"], r["half"]), fmt.pts(r["std"], signed=False), r["n_done"],
-             fmt.num(r["test_loss"]), fmt.pct(r["train_acc"]), fmt.pts(r["gap"]), r["statuses"]]
+             fmt.pct_ci(r["mean"], r["half"]), *([NEAR[r["near_top"]]] if tested else []),
+             fmt.pts(r["std"], signed=False), r["n_done"], fmt.num(r["test_loss"]),
+             fmt.pct(r["train_acc"]), fmt.pts(r["gap"]), r["statuses"]]
             for _, r in s.ranking.head(TOP).iterrows()]
     more = (f" Showing the top {TOP} of {len(s.ranking)}; all are in `ranking.csv`."
             if len(s.ranking) > TOP else " The same table is in `ranking.csv`.")
@@ -75,8 +109,23 @@ def render_ranking(s: Summary) -> str:
         "## 1. Ranking of configurations", "",
         "Configurations (all config columns except seed) ranked by mean final test accuracy. "
         f"{CI_NOTE} Means use completed trials only; diverged, pruned and error trials are "
-        f"counted in the last column and never dropped.{more}", "",
-        fmt.table(headers, rows, "rl" + "l" * len(s.axes) + "rrrrrrl"), *render_failures(s)])
+        f"counted in the last column and never dropped.{more}", "", best_rule(s), "",
+        fmt.table(headers, rows, "rl" + "l" * len(s.axes) + "r" * (6 + tested) + "l"),
+        *render_failures(s)])
+
+
+NEAR = {"top": "yes", "yes": "yes", "no": fmt.DASH, "untested": "untested"}
+
+
+def best_rule(s: Summary) -> str:
+    """The rule behind the ≈ top column, in one sentence (or why there is no column)."""
+    why = untested_reason(s.trials, s.ranking)
+    if why:
+        return f"No **≈ top** column: {why}."
+    return ("**≈ top**: the top configuration is compared with every other by a paired t-test "
+            "over seeds (a pair shares the seed), Holm-adjusted over those comparisons; yes = "
+            f"adjusted p > {ALPHA:.2g}, so not distinguishable from the top (untested: fewer than "
+            "two seeds shared with it).")
 
 
 def render_failures(s: Summary) -> list[str]:
@@ -92,34 +141,81 @@ def render_failures(s: Summary) -> list[str]:
             fmt.table(headers, rows)]
 
 
+def _left_out(row: pd.Series) -> str:
+    parts = [f"{row['n_chance']} never learned" if row["n_chance"] else "",
+             f"{row['n_unshared']} at unshared settings" if row["n_unshared"] else ""]
+    return ", ".join(p for p in parts if p) or fmt.DASH
+
+
 def _marginal_table(table: pd.DataFrame) -> str:
     rows = [[fmt.level(r["level"]), r["n_done"], fmt.pct(r["mean"]),
              fmt.DASH if fmt.missing(r["half"]) else f"[{fmt.pct(r['low'])}, {fmt.pct(r['high'])}]",
-             fmt.pts(r["std"], signed=False), r["statuses"]] for _, r in table.iterrows()]
-    return fmt.table(["level", "n finished", "mean test acc", "95% CI", "std", "trials"], rows,
-                     "lrrrrl")
+             fmt.pts(r["std"], signed=False), r["statuses"], _left_out(r)]
+            for _, r in table.iterrows()]
+    return fmt.table(["level", "n compared", "mean test acc", "95% CI", "std", "trials",
+                      "left out"], rows, "lrrrrll")
+
+
+def fair_rule() -> str:
+    """Section 2's rule for comparing like with like, in two sentences."""
+    return (f"Only trials that learned (final test accuracy above {LEARNED:.0%}; chance is 10%) "
+            "count, and each axis's levels are compared at the same settings: the combinations of "
+            "every other config column (seed excluded; λ goes with the regulariser) that occur "
+            "at every level that learned. An axis with no such setting gets no curve or mean.")
+
+
+def render_never_learned(s: Summary) -> list[str]:
+    """One line: how many finished trials never learned, and which configurations they are."""
+    if s.never_learned.empty:
+        return []
+    stuck = [(a, v) for a, c in s.comparisons.items() for v in c.stuck]
+    done = finished(s.trials)
+    groups = [f"all {int(done[a].eq(v).sum())} with {fmt.NAMES.get(a, a)} {fmt.level(v)}"
+              for a, v in stuck]
+    covered = s.never_learned[[any(r[a] == v for a, v in stuck)
+                               for _, r in s.never_learned.iterrows()]]
+    rest = s.never_learned.drop(covered.index)
+    if len(rest) and rest["label"].all():
+        groups.append(_listed([f"{r['label']} ({r['n']})" for _, r in rest.iterrows()]))
+    elif len(rest):
+        example = config_name(s, rest.iloc[0])
+        groups.append(f"{example} ({rest.iloc[0]['n']})" if len(rest) == 1 else
+                      f"{len(rest)} other configurations (such as {example})")
+    return ["", f"{int(s.never_learned['n'].sum())} of {len(done)} completed trials never learned "
+            f"and are left out of the curves and means: {_listed(groups)}."]
+
+
+def _axis_lines(s: Summary, axis: str, images: dict) -> list[str]:
+    """An axis's curve, its settings line and marginal table, or the one line saying why not."""
+    compared = s.comparisons[axis]
+    if compared.reason:
+        return [f"No curve or mean: {compared.reason}."]
+    shown = [c for c in setting_columns(axis) if c in s.axes]
+    n = len(compared.settings)
+    where = (f"the one shared setting ({_config_text(compared.settings.iloc[0][shown].to_dict())})"
+             if n == 1 else f"{n} shared settings")
+    stuck = ", ".join(fmt.level(v) for v in compared.stuck)
+    out = ([f"![Learning curves by {axis}]({images[f'curves:{axis}']})", ""]
+           if f"curves:{axis}" in images else [])
+    return out + [f"Compared at {where}" + (f"; {stuck} never learned." if stuck else "."), "",
+                  _marginal_table(s.marginals[axis])]
 
 
 def render_axes(s: Summary, images: dict) -> str:
     """Per axis: learning curves, marginal means with CIs, then the interaction heatmaps."""
     out = ["## 2. Each axis", "",
-           "For every axis with at least two levels: learning curves averaged over all other axes "
-           "and seeds (band: ±1 std over trials; completed trials only), and each level's mean "
-           "final test accuracy with a 95% t-interval over its trials. Marginal means average "
-           "over whatever else varies with the level, so in an unbalanced run (like the seed "
-           "preset) they are confounded; the paired claims in section 3 are the fair comparison."]
-    if not s.marginals and not s.scatters:
+           "For every axis with at least two levels: learning curves (band: ±1 std over trials) "
+           "and each level's mean final test accuracy with a 95% t-interval over its trials. "
+           + fair_rule(), *render_never_learned(s)]
+    if not s.comparisons and not s.scatters:
         out += ["", "No axis takes two values in this run, so there is nothing to compare."]
     if s.lam_mirrors:
         out += ["", "λ (`lam`) is not compared on its own here nor in the importance: it only "
                 "follows the regulariser (0 without one), so its levels repeat the regulariser's."]
     if "marginals" in images:
         out += ["", f"![Mean test accuracy per level]({images['marginals']})"]
-    for axis, table in s.marginals.items():
-        out += ["", f"### {heading(axis)}", ""]
-        if f"curves:{axis}" in images:
-            out += [f"![Learning curves by {axis}]({images[f'curves:{axis}']})", ""]
-        out.append(_marginal_table(table))
+    for axis in s.comparisons:
+        out += ["", f"### {heading(axis)}", "", *_axis_lines(s, axis, images)]
     for axis in s.scatters:
         out += ["", f"### {heading(axis)}, continuous", "",
                 fmt.image(images, f"scatter:{axis}", f"Test accuracy vs {axis}")]
@@ -131,10 +227,13 @@ def render_interactions(s: Summary, images: dict) -> list[str]:
     if not s.interactions:
         return []
     out = ["", "### Interactions", "", "Mean final test accuracy of completed trials in each cell "
-           "(n = trials in the cell, pooled over every other axis and seed)."]
+           "(n = trials in the cell, pooled over every other axis and seed); *at chance*: no "
+           f"trial in the cell learned (none above {LEARNED:.0%})."]
     for (rows, cols), (means, counts) in s.interactions.items():
+        chance = s.at_chance.get((rows, cols), pd.DataFrame(False, means.index, means.columns))
         headers = [f"{rows} \\ {cols}", *[fmt.level(c) for c in means.columns]]
-        body = [[fmt.level(r), *[f"{fmt.pct(means.loc[r, c])} (n={counts.loc[r, c]})"
+        body = [[fmt.level(r), *[f"{fmt.pct(means.loc[r, c])} (n={counts.loc[r, c]}"
+                                 + (", *at chance*)" if chance.loc[r, c] else ")")
                                  if counts.loc[r, c] else "no trial" for c in means.columns]]
                 for r in means.index]
         out += ["", f"#### {rows} × {cols}", "",
@@ -160,9 +259,9 @@ def render_importance(s: Summary, images: dict) -> str:
 
 def render_markdown(s: Summary, images: dict) -> str:
     """The whole REPORT.md, sections numbered in order."""
-    parts = [render_header(s), render_ranking(s), render_axes(s, images), render_claims(s, images),
-             render_relu(s), render_importance(s, images), render_search(s, images),
-             render_provenance(s)]
+    parts = [render_header(s), render_ranking(s), render_axes(s, images),
+             render_claims(s, images), render_relu(s), render_settle(s),
+             render_importance(s, images), render_search(s, images), render_provenance(s)]
     body, number = [], 4
     for part in filter(None, parts):
         if part.startswith("## ") and not part.startswith(("## 1.", "## 2.", "## 3.")):

@@ -68,13 +68,31 @@ def render_provenance(s) -> str:
     return "\n".join(out)
 
 
-def _best_in_trials(history) -> str:
+def _selection(info) -> str:
+    """One sentence on what the search selected and pruned on."""
+    if info.metric == "val_acc":
+        return (f"The search selected and pruned on validation accuracy ({info.val_size} "
+                f"held-out training images, never trained on); test accuracy is reported, never "
+                f"used for selection.")
+    return ("This search selected and pruned on test accuracy (it predates the validation "
+            "hold-out), so its best test accuracy is optimistic.")
+
+
+def _accuracies(info, value, test) -> str:
+    """'validation accuracy X (test accuracy Y)'; 'test accuracy X' for a run selected on test."""
+    if info.metric != "val_acc":
+        return f"test accuracy {fmt.pct(value)}"
+    return f"validation accuracy {fmt.pct(value)} (test accuracy {fmt.pct(test)})"
+
+
+def _best_in_trials(info) -> str:
+    history = info.history
     done = history[history["status"] == "completed"].dropna(subset=["value"])
     if done.empty:
         return "No search trial completed."
     best = done.loc[done["value"].idxmax()]
     return (f"Best completed trial in trials.csv: number {int(best['number'])} "
-            f"(`{best['trial_id']}`), final test accuracy {fmt.pct(best['value'])}.")
+            f"(`{best['trial_id']}`), final {_accuracies(info, best['value'], best['test'])}.")
 
 
 def render_search(s, images: dict) -> str:
@@ -82,17 +100,17 @@ def render_search(s, images: dict) -> str:
     if not s.searches:
         return ""
     out = ["## Search", "", "Trial number is the row order of trials.csv; the red line is the "
-           "best final test accuracy of completed trials so far."]
+           "best final accuracy the search selected on, over completed trials so far."]
     for name, info in s.searches.items():
         settings = ", ".join(f"{k}: {v}" for k, v in info.settings.items()) or fmt.DASH
         params = [[k, fmt.level(v)] for k, v in info.best_params.items()]
-        out += ["", f"### {name}", "", f"Search settings: {settings}.", "",
+        out += ["", f"### {name}", "", _selection(info), "", f"Search settings: {settings}.", "",
                 fmt.image(images, f"history:{name}", f"Optimisation history of {name}"), ""]
-        out.append(_best_in_trials(info.history))
+        out.append(_best_in_trials(info))
         if params:
             number = "" if info.best_number is None else f" (Optuna trial {info.best_number})"
-            out += ["", f"Best trial reported in run.json{number}: final test accuracy "
-                        f"{fmt.pct(info.best_value)}, with:", "",
+            out += ["", f"Best trial reported in run.json{number}: "
+                        f"{_accuracies(info, info.best_value, info.best_test)}, with:", "",
                     fmt.table(["parameter", "value"], params)]
         else:
             out += ["", "run.json reports no best trial."]

@@ -1,8 +1,8 @@
-"""Small statistics the report needs, in numpy only (scipy is not a dependency).
+"""The statistics the report needs, on scipy.stats: intervals, one-sample tests, Holm.
 
-`t_quantile` inverts Student's t CDF, which is written through the regularised incomplete beta
-function (continued fraction, Numerical Recipes §6.4); `mean_ci` is the mean with a two-sided
-Student-t interval over the values given.
+`mean_ci` is a mean with a two-sided Student-t interval; `one_sample` adds the two-sided p-value
+of "mean = 0" (the paired comparisons are tests of mean differences); `holm` adjusts a family of
+p-values so that the family-wise error rate stays at the level they are compared with.
 """
 from __future__ import annotations
 
@@ -10,67 +10,28 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 CONFIDENCE = 0.95
-
-
-def _beta_cf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 300):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return result
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) for 0 <= x <= 1."""
-    if x <= 0.0 or x >= 1.0:
-        return 0.0 if x <= 0.0 else 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_cf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_cf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
+ALPHA = 1.0 - CONFIDENCE  # the report's family-wise error rate unless a run says otherwise
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t (p in (0.5, 1)), by bisection on the CDF."""
-    assert 0.5 < p < 1.0 and df > 0, "t_quantile needs 0.5 < p < 1 and df > 0"
-    low, high = 0.0, 1.0
-    while t_cdf(high, df) < p:
-        low, high = high, high * 2.0
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
-        if high - low < 1e-12:
-            break
-    return 0.5 * (low + high)
+    """The p-quantile of Student's t with `df` degrees of freedom."""
+    assert 0.0 < p < 1.0 and df > 0, "t_quantile needs 0 < p < 1 and df > 0"
+    return float(stats.t.ppf(p, df))
 
 
 @dataclass(frozen=True)
 class Interval:
-    """Mean, sample std (ddof 1), n and the half-width of the 95% t-interval (nan when n < 2)."""
+    """Mean, sample std (ddof 1), n, the half-width of the t-interval (nan when n < 2) and the
+    two-sided p-value of mean = 0 (nan when n < 2 or the values do not vary)."""
 
     mean: float
     std: float
     n: int
     half: float
+    p: float = math.nan
 
     @property
     def low(self) -> float:
@@ -82,7 +43,7 @@ class Interval:
 
 
 def mean_ci(values, confidence: float = CONFIDENCE) -> Interval:
-    """Mean of the finite values with a two-sided Student-t interval."""
+    """Mean of the finite values with a two-sided Student-t interval and the test of mean = 0."""
     data = np.asarray(values, dtype=float)
     data = data[np.isfinite(data)]
     n = int(data.size)
@@ -90,6 +51,33 @@ def mean_ci(values, confidence: float = CONFIDENCE) -> Interval:
         return Interval(math.nan, math.nan, 0, math.nan)
     if n == 1:
         return Interval(float(data[0]), math.nan, 1, math.nan)
-    std = float(data.std(ddof=1))
+    mean, std = float(data.mean()), float(data.std(ddof=1))
     half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
-    return Interval(float(data.mean()), std, n, half)
+    return Interval(mean, std, n, half, t_pvalue(mean, std, n))
+
+
+def t_pvalue(mean: float, std: float, n: int) -> float:
+    """Two-sided p-value of the one-sample t-test of mean = 0."""
+    if n < 2 or not math.isfinite(std):
+        return math.nan
+    if std == 0.0:  # every value equal: no spread to test against
+        return 1.0 if mean == 0.0 else 0.0
+    return float(2.0 * stats.t.sf(abs(mean) / (std / math.sqrt(n)), n - 1))
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values (nan stays nan and is not counted in the family).
+
+    Rejecting every hypothesis whose adjusted p is <= alpha keeps the family-wise error rate at
+    alpha under any dependence (Holm 1979). Written here because scipy has no Holm (its
+    `false_discovery_control` is Benjamini-Hochberg, which controls the FDR, not the FWER).
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, math.nan)
+    known = np.flatnonzero(np.isfinite(p))
+    order = known[np.argsort(p[known], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out

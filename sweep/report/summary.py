@@ -1,20 +1,21 @@
 """The pure middle of the report: DataFrames in, tables out; no files, no plotting.
 
 `summarise(run)` builds a `Summary` from a loaded `Run`; every piece is a small function over the
-trials or epochs frame, so the tests can check each number against a hand computation.
+trials or epochs frame, so the tests can check each number against a hand computation. Curves and
+marginal means compare like with like (`shared`); `versus_top` tests the ranking against its top.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .claims import judge_all
-from .fmt import sort_levels
+from .claims import judge_all, settle_design
+from .fmt import NAMES, level, sort_levels
 from .importance import Importance, SearchInfo, importance, search_info
-from .load import CONFIG, EPOCH_METRICS, FINISHED, Run
-from .stats import mean_ci
+from .load import CONFIG, EPOCH_METRICS, FINISHED, Run, LEARNED
+from .stats import ALPHA, holm, mean_ci
 
 MAX_LEVELS = 8  # a numeric axis with more distinct values is treated as continuous
 INTERACTIONS = (("optimiser", "lr"), ("transform", "model"), ("regulariser", "model"))
@@ -25,6 +26,11 @@ def finished(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that completed with a finite final test accuracy (the ones means are taken over)."""
     ok = trials["status"].eq(FINISHED) & np.isfinite(trials["final_test_acc"])
     return trials[ok]
+
+
+def learned(trials: pd.DataFrame) -> pd.Series:
+    """True where the final test accuracy is above LEARNED (missing, e.g. diverged: False)."""
+    return trials["final_test_acc"].gt(LEARNED)
 
 
 def varying_axes(trials: pd.DataFrame) -> tuple[str, ...]:
@@ -76,29 +82,130 @@ def _group_row(group: pd.DataFrame) -> dict:
 
 
 def ranking(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration, best mean final test accuracy first (unfinished last)."""
+    """One row per configuration, best mean final test accuracy first (unfinished last), with
+    its test against the top one (`versus_top`)."""
     rows = [{**dict(zip(CONFIG, key)), **_group_row(group)}
             for key, group in trials.groupby(list(CONFIG), sort=False, dropna=False)]
     table = pd.DataFrame(rows)
     table = table.sort_values(["mean", "n_done"], ascending=[False, False], na_position="last")
-    return table.reset_index(drop=True).assign(rank=lambda t: np.arange(1, len(t) + 1))
+    table = table.reset_index(drop=True).assign(rank=lambda t: np.arange(1, len(t) + 1))
+    return table.join(versus_top(trials, table))
 
 
-def marginal(trials: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """Each level's mean final test accuracy with a 95% t-interval over its finished trials."""
-    rows = []
-    for level in sort_levels(axis, trials[axis]):
-        group = trials[trials[axis] == level]
-        acc = mean_ci(finished(group)["final_test_acc"])
-        rows.append({"level": level, "n": len(group), "n_done": acc.n, "mean": acc.mean,
-                     "std": acc.std, "half": acc.half, "low": acc.low, "high": acc.high,
-                     "statuses": status_text(group["status"])})
+def versus_top(trials: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Each ranked configuration against the top one by a paired t-test over seeds (pairs share
+    a seed, replicates averaged first), Holm-adjusted over those comparisons. near_top: 'top';
+    'yes' when the adjusted p > ALPHA; 'no'; 'untested' below two seeds shared with the top."""
+    done = finished(trials)
+    per_seed = done.groupby([*CONFIG, "seed"], dropna=False)["final_test_acc"].mean()
+    by_config = dict(iter(per_seed.unstack("seed").iterrows()))
+    keys = list(table[list(CONFIG)].itertuples(index=False, name=None))
+    top = by_config.get(keys[0])
+    tests = [None if i == 0 or top is None or k not in by_config
+             else mean_ci((top - by_config[k]).dropna()) for i, k in enumerate(keys)]
+    p = np.array([np.nan if t is None else t.p for t in tests])
+    adjusted = holm(p)
+    near = ["top" if i == 0 else "untested" if not np.isfinite(a) else "yes" if a > ALPHA
+            else "no" for i, a in enumerate(adjusted)]
+    return pd.DataFrame({"n_pairs": [0 if t is None else t.n for t in tests],
+                         "vs_top": [np.nan if t is None else t.mean for t in tests],
+                         "p": p, "p_holm": adjusted, "near_top": near}, index=table.index)
+
+
+def best_set(table: pd.DataFrame) -> pd.DataFrame:
+    """The ranking's rows not distinguishable from its top; empty when no comparison was tested."""
+    if not table["near_top"].isin(("yes", "no")).any():
+        return table.iloc[:0]
+    return table[table["near_top"].isin(("top", "yes"))]
+
+
+def untested_reason(trials: pd.DataFrame, table: pd.DataFrame) -> str:
+    """Why the ranking names no best set ('' when it does)."""
+    if len(best_set(table)):
+        return ""
+    if finished(trials)["seed"].nunique() < 2:
+        return "one seed: the ranking cannot separate configurations"
+    return "no configuration shares two seeds with the top one: the ranking cannot separate them"
+
+
+def setting_columns(axis: str) -> list[str]:
+    """What a setting is when comparing `axis`: every other config column (seed excluded); λ is
+    the regulariser's strength, so it belongs to the regulariser's level."""
+    skip = {axis, "lam"} if axis == "regulariser" else {axis}
+    return [c for c in CONFIG if c not in skip]
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What one axis is compared over: learned trials at settings every learned level shares."""
+
+    trials: pd.DataFrame  # the trials compared (none when `reason` says why)
+    settings: pd.DataFrame  # the shared settings, one row each (setting_columns)
+    stuck: tuple = ()  # levels with finished trials, none of which learned
+    reason: str = ""  # why the axis gets no curve or mean; '' when it gets them
+
+
+def _blocking(ok: pd.DataFrame, axis: str, key: list[str]) -> str:
+    """The columns on which no value is common to every level: 'data fraction (none 0.5, ...)'."""
+    parts = []
+    for column in key:
+        values = ok.groupby(axis)[column].agg(lambda v: frozenset(v.tolist()))
+        if not frozenset.intersection(*values):
+            each = ", ".join(f"{level(v)} " + "/".join(map(level, sort_levels(column, values[v])))
+                             for v in sort_levels(axis, values.index))
+            parts.append(f"{NAMES.get(column, column)} ({each})")
+    return "; ".join(parts)
+
+
+def shared(trials: pd.DataFrame, axis: str) -> Shared:
+    """Finished trials that learned, kept at the settings that occur at every level of `axis`
+    among them; levels that never learned drop out (named in `stuck`)."""
+    done = finished(trials)
+    ok, key = done[learned(done)], setting_columns(axis)
+    stuck = tuple(v for v in sort_levels(axis, done[axis]) if not ok[axis].eq(v).any())
+    n_levels, none = ok[axis].nunique(), ok.iloc[:0]
+    if n_levels < 2:
+        why = (f"only {level(ok[axis].iloc[0])} has trials that learned" if n_levels
+               else "no trial learned")
+        return Shared(none, none[key], stuck, why)
+    per_setting = ok.groupby(key, dropna=False)[axis].nunique()
+    keep = pd.MultiIndex.from_frame(ok[key]).isin(per_setting.index[per_setting.eq(n_levels)])
+    if not keep.any():
+        blocking = _blocking(ok, axis, key)
+        why = "no setting of the other axes is shared by every level that learned"
+        return Shared(none, none[key], stuck, why + (f": {blocking}" if blocking else ""))
+    return Shared(ok[keep], ok.loc[keep, key].drop_duplicates(), stuck)
+
+
+def marginal(trials: pd.DataFrame, axis: str, compared: Shared | None = None) -> pd.DataFrame:
+    """Each level's mean final test accuracy with a 95% t-interval over the trials `shared`
+    compares; n_chance and n_unshared count its finished trials left out (never learned; learned
+    at a setting not every level shares)."""
+    kept = (shared(trials, axis) if compared is None else compared).trials
+    done, rows = finished(trials), []
+    for value in sort_levels(axis, trials[axis]):
+        group = done[done[axis] == value]
+        acc = mean_ci(kept.loc[kept[axis] == value, "final_test_acc"])
+        chance = int((~learned(group)).sum())
+        rows.append({"level": value, "n": int(trials[axis].eq(value).sum()), "n_done": acc.n,
+                     "mean": acc.mean, "std": acc.std, "half": acc.half, "low": acc.low,
+                     "high": acc.high, "n_chance": chance,
+                     "n_unshared": len(group) - chance - acc.n,
+                     "statuses": status_text(trials.loc[trials[axis] == value, "status"])})
     return pd.DataFrame(rows)
 
 
-def curves(epochs: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """Mean and std (over trials) of each epoch metric per level of `axis`, finished trials only."""
-    ok = epochs[epochs["status"].eq(FINISHED)]
+def epoch_trials(epochs: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial of an epochs frame, its last epoch's test accuracy as the final one."""
+    last = epochs.sort_values("epoch").groupby("trial_id", sort=False).tail(1)
+    return last.assign(final_test_acc=last["test_acc"])
+
+
+def curves(epochs: pd.DataFrame, axis: str, trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean and std (over trials) of each epoch metric per level of `axis`, over the trials
+    `shared` compares (judged on `trials`, or on the epochs' own last rows when not given)."""
+    kept = shared(epoch_trials(epochs) if trials is None else trials, axis).trials
+    ok = epochs[epochs["status"].eq(FINISHED) & epochs["trial_id"].isin(kept["trial_id"])]
     if "epoch_status" in ok:
         ok = ok[ok["epoch_status"].fillna("ok").eq("ok")]
     long = ok.melt(id_vars=[axis, "epoch"], value_vars=list(EPOCH_METRICS), var_name="metric")
@@ -106,6 +213,14 @@ def curves(epochs: pd.DataFrame, axis: str) -> pd.DataFrame:
     grouped = long.groupby([axis, "metric", "epoch"])["value"]
     table = grouped.agg(mean="mean", std="std", n="count").reset_index()
     return table.rename(columns={axis: "level"})
+
+
+def never_learned(trials: pd.DataFrame) -> pd.DataFrame:
+    """The configurations of finished trials that never learned (n: how many), with labels."""
+    done = finished(trials)
+    rows = [{**dict(zip(CONFIG, key)), **_group_row(group)}
+            for key, group in done[~learned(done)].groupby(list(CONFIG), sort=False, dropna=False)]
+    return pd.DataFrame(rows, columns=["label", *CONFIG, "n", "mean"])
 
 
 def interaction(trials: pd.DataFrame, rows: str, cols: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -116,6 +231,15 @@ def interaction(trials: pd.DataFrame, rows: str, cols: str) -> tuple[pd.DataFram
     order = sort_levels(rows, trials[rows]), sort_levels(cols, trials[cols])
     means = means.reindex(index=order[0], columns=order[1])
     return means, counts.reindex(index=order[0], columns=order[1]).fillna(0).astype(int)
+
+
+def chance_cells(trials: pd.DataFrame, rows: str, cols: str) -> pd.DataFrame:
+    """True for each (rows, cols) cell whose finished trials all never learned."""
+    done = finished(trials)
+    ok = done.assign(ok=learned(done).astype(int))
+    any_ok = ok.pivot_table(index=rows, columns=cols, values="ok", aggfunc="max")
+    order = sort_levels(rows, trials[rows]), sort_levels(cols, trials[cols])
+    return any_ok.reindex(index=order[0], columns=order[1]).eq(0)
 
 
 def scatter(trials: pd.DataFrame, axis: str) -> pd.DataFrame:
@@ -141,6 +265,9 @@ class Summary:
     importance: Importance
     searches: dict  # part name -> SearchInfo
     lam_mirrors: bool = False  # λ varies only with the regulariser, so it is not compared alone
+    comparisons: dict = field(default_factory=dict)  # levelled axis -> Shared (what it compares)
+    at_chance: dict = field(default_factory=dict)  # interaction pair -> cells that never learned
+    never_learned: pd.DataFrame = field(default_factory=pd.DataFrame)  # see never_learned()
 
 
 def summarise(run: Run) -> Summary:
@@ -149,14 +276,18 @@ def summarise(run: Run) -> Summary:
     compared = compared_axes(trials)
     levelled = [a for a in compared if not is_continuous(trials, a)]
     pairs = [(r, c) for r, c in INTERACTIONS if r in levelled and c in levelled]
+    fair = {a: shared(trials, a) for a in levelled}
+    fair_axes = [a for a in levelled if not fair[a].reason]
     searches: dict[str, SearchInfo] = {
         name: search_info(trials[trials["run"] == name], meta)
         for name, meta in run.metas.items() if meta.get("kind") == "search"}
     return Summary(
         name=run.name, trials=trials, metas=run.metas, axes=axes, constants=constants(trials),
-        ranking=ranking(trials), marginals={a: marginal(trials, a) for a in levelled},
-        curves={a: curves(run.epochs, a) for a in levelled if len(run.epochs)},
+        ranking=ranking(trials), marginals={a: marginal(trials, a, fair[a]) for a in fair_axes},
+        curves={a: curves(run.epochs, a, trials) for a in fair_axes if len(run.epochs)},
         scatters={a: scatter(trials, a) for a in compared if a not in levelled},
-        interactions={p: interaction(trials, *p) for p in pairs},
-        claims=judge_all(finished(trials)), importance=importance(finished(trials), compared),
+        interactions={p: interaction(trials, *p) for p in pairs}, comparisons=fair,
+        at_chance={p: chance_cells(trials, *p) for p in pairs}, never_learned=never_learned(trials),
+        claims=judge_all(finished(trials), **settle_design(run.metas)),
+        importance=importance(finished(trials), compared),
         searches=searches, lam_mirrors=set(axes) - set(compared) == {"lam"})
