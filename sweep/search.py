@@ -143,8 +143,15 @@ def open_storage(settings: dict, run_path: str):
     return (lambda: storage), url
 
 
-def make_tuner_factory(settings: dict, space: dict, storage, study_name: str, n_trials: int):
-    """A function (trainable, run_config) -> Tuner for this study."""
+def make_tuner_factory(settings: dict, space: dict, storage, study_name: str, n_trials: int,
+                       seed_offset: int = 0):
+    """A function (trainable, run_config) -> Tuner for this study.
+
+    The sampler sees the whole study's history (OptunaSearch loads it from the storage), but its
+    own RNG restarts with each session: a resumed session seeded like the first would draw the
+    first session's random start-up points again. Seeding it with sampler_seed + the number of
+    trials already in the study keeps a run reproducible and never repeats those draws.
+    """
     from optuna.samplers import TPESampler
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -156,7 +163,8 @@ def make_tuner_factory(settings: dict, space: dict, storage, study_name: str, n_
     def make_tuner(trainable, run_config):
         searcher = OptunaSearch(space=functools.partial(define_by_run, space=space),
                                 metric=METRIC, mode="max", study_name=study_name,
-                                sampler=TPESampler(seed=settings["sampler_seed"]), storage=storage())
+                                sampler=TPESampler(seed=settings["sampler_seed"] + seed_offset),
+                                storage=storage())
         limited = ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"] or 2)
         scheduler = None if settings["no_prune"] else ASHAScheduler(
             time_attr="training_iteration", max_t=space["epochs"],
@@ -283,7 +291,8 @@ def _resume(settings, argv) -> int:
                 ray_dir=f"ray-{session}")
     info["search"]["n_trials"] = done + more
     return tuning.resume(prog=PROG, module="sweep.search", argv=argv, settings=settings,
-                         make_tuner=make_tuner_factory(saved, space, storage, info["name"], more),
+                         make_tuner=make_tuner_factory(saved, space, storage, info["name"], more,
+                                                       seed_offset=len(rows)),
                          info=info, finish=finish_hook(storage, info["name"], folder.path))
 
 

@@ -105,5 +105,7 @@ def test_seeded_search_prunes_records_and_resumes(tmp_path, tiny_cifar_dir):
     after = rows(run / "trials.csv")
     assert len(after) == 10
     assert after[:8] == trials  # no finished trial was rerun or rewritten
+    pairs = [(t["lr"], t["lam"]) for t in after]
+    assert len(set(pairs)) == 10, pairs  # the resumed sampler proposed new (lr, λ), not repeats
     info = json.loads((run / "run.json").read_text())
     assert info["best"]["n_study_trials"] == 10  # the same Optuna study kept growing

@@ -186,3 +186,29 @@ def test_settle_interrupted_and_resumed_loses_nothing(tiny_cifar_dir, tmp_path):
     assert round_["status"] == "finished" and round_["wall_seconds"] > 0
     assert round_["trials"] == sum(t["seed"] == "2" for t in trials.values())
     assert os.path.isdir(folder / round_["ray_dir"])
+
+
+# ---- the report of a settled run ---------------------------------------------------------
+
+def test_report_shows_the_design_rounds_cost_and_when_each_claim_settled(tmp_path):
+    from sweep.report.claims import judge_all, settle_design
+    from sweep.report.cli import main as report_main
+    from sweep.report.load import load_run
+    from sweep.report.summary import finished
+
+    rows = seed_trials(seeds=5, noise=(0.0, 0.01, -0.01, 0.005, -0.005))
+    plan = {"alpha": 0.05, "max_seeds": 5, "initial_seeds": 3, "looks": [3, 5], "status": "finished",
+            "rounds": [{"round": 1, "seeds_from": 3, "seeds_to": 5, "configs": 10, "trials": 20,
+                        "open_claims": ["C1"], "wall_seconds": 600.0, "status": "finished"}]}
+    run = write_run(tmp_path / "g", rows, meta=run_meta(len(rows), settle=plan))
+    design = settle_design(load_run(run).metas)
+    assert design == {"looks": (3, 5), "alpha": 0.05}
+    table = judge_all(finished(load_run(run).trials), **design)
+    exact = table[table["claim"].str.startswith("L2 beats L1 on test accuracy")].iloc[0]
+    assert exact["settled_at"] == 3 and exact["settled_round"] == 0  # no spread: decisive at once
+    assert report_main([str(run)]) == 0
+    text = (run / "report" / "REPORT.md").read_text()
+    assert "## 4. Settling: seeds added until the verdicts are decisive" in text
+    assert "O'Brien" in text and "looks at 3, 5 seeds" in text
+    assert "50 trials in all, against 50 for a fixed design of 5 seeds" in text
+    assert "decisive at 3 seeds, before any round" in text

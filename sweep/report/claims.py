@@ -269,9 +269,10 @@ def decide(table: pd.DataFrame, looks: tuple[int, ...], alpha: float) -> pd.Data
     adjusted = np.column_stack([holm(q_by_look[:, j]) for j in range(len(looks))])
     table = table.assign(p=ps[:, 0] if len(looks) == 1 else np.nan, q=q_by_look[:, -1],
                          p_adj=adjusted[:, -1])
-    settled = [next((looks[j] for j in range(len(looks)) if adjusted[i, j] <= alpha), math.nan)
-               for i in range(len(table))]
-    table["settled_at"] = settled
+    first = [next((j for j in range(len(looks)) if adjusted[i, j] <= alpha), None)
+             for i in range(len(table))]
+    table["settled_at"] = [math.nan if j is None else looks[j] for j in first]  # seeds
+    table["settled_round"] = [math.nan if j is None else j for j in first]  # 0: the run's seeds
     table["verdict"] = [_verdict(r, alpha) for _, r in table.iterrows()]
     return table.drop(columns=["ps"])
 

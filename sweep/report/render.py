@@ -16,8 +16,6 @@ from .summary import (LEARNED, Summary, best_set, finished, setting_columns, sta
 
 TOP = 25
 MEANING = {
-    "fANOVA": "fANOVA reads each importance as the share of the variance in test accuracy that a "
-              "random forest attributes to that hyperparameter.",
     "PED-ANOVA": "PED-ANOVA reads each importance as how differently a hyperparameter is "
                  "distributed among the best trials than among all: what the best trials share, "
                  "not how much a bad setting hurts.",

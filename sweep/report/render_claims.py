@@ -114,9 +114,11 @@ def _effect_cell(c: pd.Series) -> str:
 def _seeds_cell(c: pd.Series) -> str:
     if c["unit"] != "seeds":
         return fmt.DASH
-    settled = c.get("settled_at")
-    return f"{int(c['n'])}" + (f" (settled at {int(settled)})" if isinstance(settled, float)
-                               and not math.isnan(settled) and settled > 0 else "")
+    settled, rnd = c.get("settled_at"), c.get("settled_round")
+    if not isinstance(settled, float) or math.isnan(settled) or settled <= 0:
+        return f"{int(c['n'])}"
+    when = "before any round" if rnd == 0 else f"in round {int(rnd)}"
+    return f"{int(c['n'])} (decisive at {int(settled)} seeds, {when})"
 
 
 def render_claims(s, images: dict) -> str:
