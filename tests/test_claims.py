@@ -113,3 +113,58 @@ def test_mean_ci_p_is_the_t_test():
     from scipy import stats
 
     assert mean_ci(values).p == pytest.approx(stats.ttest_1samp(values, 0.0).pvalue)
+
+
+# ---- regressions from the statistics review -------------------------------------------------
+
+def test_a_test_over_settings_is_never_a_look_of_a_sequential_design():
+    from sweep.report.claims import Comparison, look_ps
+    from sweep.report.sequential import sequential_p
+
+    one_seed = Comparison("ok", effects=pd.Series([0.1, 0.11, 0.09, 0.1]), unit="settings")
+    assert math.isnan(look_ps(one_seed, (3, 5)).max())  # settle's looks count seeds only
+    assert look_ps(one_seed, (0,))[0] < 0.001  # a fixed one-seed design tests over settings
+    p = np.array([[1e-9, 0.3]])  # look 1 (one seed) cannot test: only look 2's p counts
+    assert sequential_p(p, (1, 2)) == pytest.approx([0.3])
+
+
+def test_a_chance_trial_of_a_free_axis_does_not_enter_the_side_value():
+    rows = seed_trials()
+    rows += [dict(r, lam=0.1, final_test_acc=0.10, trial_id="") for r in rows
+             if r["label"] == "l1"]  # L1 also ran at λ 0.1, where it never learned
+    row = row_of(judge_all(frame(rows)), "dropout beats L1 on test accuracy")
+    assert row["b_mean"] == pytest.approx(0.48) and row["effect"] == pytest.approx(0.50 - 0.48)
+
+
+def test_tied_seeds_are_not_certainty():
+    assert mean_ci([0.01, 0.01]).p > 0.001  # two tied seeds: not the certainty p = 0 claims
+    assert mean_ci([0.0, 0.0, 0.0]).p == 1.0
+
+
+def test_a_settled_run_cannot_be_combined_with_others():
+    from sweep.report.claims import settle_design
+    from sweep.report.load import ReportInputError
+
+    plan = {"looks": [3, 5], "alpha": 0.05}
+    assert settle_design({"a": {"settle": plan}}) == {"looks": (3, 5), "alpha": 0.05}
+    with pytest.raises(ReportInputError, match="cannot be combined"):
+        settle_design({"a": {"settle": plan}, "b": {}})
+
+
+def _sequential_family(ps, means, effects):
+    return pd.DataFrame({"ps": ps, "means": means, "verdict": [""] * len(ps),
+                         "effect": effects, "claimed_sign": [1.0] * len(ps)})
+
+
+def test_settled_at_a_look_implies_decisive_at_the_end():
+    nan = math.nan
+    table = decide(_sequential_family([[3e-4, 3e-4], [nan, 0.5]], [[0.1, 0.1], [nan, 0.0]],
+                                      [0.1, 0.0]), (3, 5), alpha=0.05)
+    for _, row in table.iterrows():  # a claim testable only later still counts at look 1
+        assert math.isnan(row["settled_at"]) or row["verdict"] in (HOLDS, FAILS)
+
+
+def test_the_direction_comes_from_the_deciding_look():
+    table = decide(_sequential_family([[3e-5, 0.54, 0.75, 0.47]], [[1.0, 0.4, -0.19, -0.38]],
+                                      [-0.38]), (3, 5, 8, 10), alpha=0.05)
+    assert table["verdict"].tolist() == [UNSURE]  # decisive evidence was for A, the mean is not

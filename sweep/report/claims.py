@@ -21,7 +21,7 @@ import pandas as pd
 
 from .claims_data import CLAIMS, RELU_CLAIMS, Claim
 from .load import CONFIG, LEARNED
-from .sequential import look_pvalues, sequential_p
+from .sequential import look_pvalues, sequential_p, weights
 from .stats import ALPHA, holm, mean_ci
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
@@ -62,16 +62,17 @@ def pairing_key(claim: Claim) -> list[str]:
     """The columns a pair must agree on: everything the claim does not set or free, plus seed."""
     sides = [claim.a, claim.b or {}, *claim.rivals]
     skip = {k for side in sides for k in side} | set(claim.free) | set(claim.gap[:1])
-    return [c for c in (*CONFIG, "seed") if c not in skip]
+    return [c for c in (*CONFIG, "run", "seed") if c not in skip]
 
 
 def side_values(trials: pd.DataFrame, filters: dict, claim: Claim) -> pd.DataFrame:
     """Per setting (pairing key): the side's value and whether it learned there."""
     chosen, key = select(trials, filters), pairing_key(claim)
-    if not claim.gap:
-        grouped = chosen.groupby(key)
-        return pd.DataFrame({"value": grouped[claim.metric].mean(),
-                             "ok": grouped["final_test_acc"].mean() > LEARNED})
+    if not claim.gap:  # learned is judged per trial: a chance-level trial of a free axis (lam)
+        learned = chosen["final_test_acc"] > LEARNED  # or replicate never enters the value
+        ok = learned.groupby([chosen[k] for k in key]).any()
+        value = chosen[learned].groupby(key)[claim.metric].mean()
+        return pd.DataFrame({"value": value.reindex(ok.index), "ok": ok})
     axis, first, second = claim.gap
     cells = [select(chosen, {axis: lvl}).groupby(key) for lvl in (first, second)]
     both = pd.concat([pd.DataFrame({f"v{i}": c[claim.metric].mean(),
@@ -131,6 +132,7 @@ def compare(trials: pd.DataFrame, claim: Claim, b: dict | None, relu_filter: dic
                           axis=1, join="inner")
     if pairs.empty:
         return Comparison(ABSENT, missing_reason(trials, claim, b))
+    pairs = common_settings(pairs)
     never = [describe(s) for s, col in ((claim.a, "a_ok"), (b, "b_ok"))
              if s is not None and not pairs[col].any()]
     good = pairs[pairs["a_ok"] & pairs["b_ok"]]
@@ -149,6 +151,19 @@ def compare(trials: pd.DataFrame, claim: Claim, b: dict | None, relu_filter: dic
                       a_values=good["a_value"], b_values=good["b_value"])
 
 
+def common_settings(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs of the seeds that cover every setting the first seed covers, at those settings:
+    seeds that sweep.settle added for another claim may cover only some of this claim's settings,
+    and an effect averaged over other settings would not be the same quantity."""
+    if "seed" not in pairs.index.names or pairs.index.nlevels < 2:
+        return pairs
+    seeds = pairs.index.get_level_values("seed")
+    settings = pairs.index.droplevel("seed")
+    first = set(settings[seeds == seeds.min()])
+    keep = [s for s in seeds.unique() if first <= set(settings[seeds == s])]
+    return pairs[seeds.isin(keep) & settings.isin(list(first))]
+
+
 def _aside_text(pairs: pd.DataFrame, a: dict, b: dict | None) -> str:
     """'A at chance in 3, B in 2' for the pairs set aside."""
     parts = [f"{describe(side)} at chance in {int((~pairs[col]).sum())}"
@@ -158,14 +173,34 @@ def _aside_text(pairs: pd.DataFrame, a: dict, b: dict | None) -> str:
 
 
 def look_ps(comp: Comparison, looks: tuple[int, ...]) -> np.ndarray:
-    """The comparison's p-value at each planned look (nan where it had too few seeds)."""
-    if comp.unit != "seeds" or len(looks) == 1:
-        return np.array([mean_ci(comp.effects).p] + [math.nan] * (len(looks) - 1))
+    """The comparison's p-value at each planned look (nan where it had too few seeds).
+
+    A fixed design (one look) takes the plain test, over seeds or (one seed) over settings; a
+    sequential design counts seeds only, so a test over settings is never one of its looks."""
+    if len(looks) == 1:
+        return np.array([mean_ci(comp.effects).p])
+    if comp.unit != "seeds":
+        return np.full(len(looks), math.nan)
+    row = seed_row(comp, looks)
+    ps = look_pvalues(row[None, :], looks)[0]
+    return np.where(np.asarray(looks) <= comp.seeds_run, ps, math.nan)
+
+
+def seed_row(comp: Comparison, looks: tuple[int, ...]) -> np.ndarray:
+    """Per-seed effects laid out by seed number (nan where a seed is missing)."""
     width = max(looks[-1], int(comp.effects.index.max()) + 1)
     row = np.full(width, math.nan)
     row[comp.effects.index.astype(int)] = comp.effects.to_numpy()
-    ps = look_pvalues(row[None, :], looks)[0]
-    return np.where(np.asarray(looks) <= comp.seeds_run, ps, math.nan)
+    return row
+
+
+def look_means(comp: Comparison, looks: tuple[int, ...]) -> list[float]:
+    """The mean per-seed effect at each look (the direction the evidence had there)."""
+    if len(looks) == 1 or comp.unit != "seeds":
+        return [math.nan] * len(looks)
+    row = seed_row(comp, looks)
+    return [float(np.nanmean(row[:n])) if np.isfinite(row[:n]).any() else math.nan
+            for n in looks]
 
 
 def _side_stats(values: pd.Series) -> tuple[float, float]:
@@ -196,7 +231,8 @@ def judge(trials: pd.DataFrame, claim: Claim, looks: tuple[int, ...] | None = No
             "high": effect.high, "n": effect.n, "unit": comp.unit,
             "a_mean": _side_stats(comp.a_values)[0], "a_half": _side_stats(comp.a_values)[1],
             "b_mean": _side_stats(comp.b_values)[0], "b_half": _side_stats(comp.b_values)[1],
-            "ps": list(look_ps(comp, looks)), "claimed_sign": sign}
+            "ps": list(look_ps(comp, looks)), "means": look_means(comp, looks),
+            "claimed_sign": sign}
 
 
 def _untested(comp: Comparison) -> dict:
@@ -256,8 +292,9 @@ def with_gap(trials: pd.DataFrame) -> pd.DataFrame:
     """Adds gap = train_eval_acc − test_acc (eval mode); older runs fall back to train-mode acc."""
     clean = trials.get("final_train_eval_acc", pd.Series(math.nan, index=trials.index))
     train = clean.where(np.isfinite(clean.astype(float)), trials["final_train_acc"])
+    run = trials["run"] if "run" in trials else ""  # pairs never cross runs of a combined report
     return trials.assign(gap=train - trials["final_test_acc"],
-                         gap_clean=np.isfinite(clean.astype(float)))
+                         gap_clean=np.isfinite(clean.astype(float)), run=run)
 
 
 def decide(table: pd.DataFrame, looks: tuple[int, ...], alpha: float) -> pd.DataFrame:
@@ -266,6 +303,8 @@ def decide(table: pd.DataFrame, looks: tuple[int, ...], alpha: float) -> pd.Data
     q_by_look = np.column_stack([sequential_p(np.where(np.arange(len(looks)) <= j, ps, np.nan),
                                               looks) if len(looks) > 1 else ps[:, 0]
                                  for j in range(len(looks))]) if len(table) else ps
+    final = np.isfinite(q_by_look[:, -1])  # at earlier looks a claim not yet testable counts as
+    q_by_look = np.where(final[:, None] & ~np.isfinite(q_by_look), 1.0, q_by_look)  # q = 1
     adjusted = np.column_stack([holm(q_by_look[:, j]) for j in range(len(looks))])
     table = table.assign(p=ps[:, 0] if len(looks) == 1 else np.nan, q=q_by_look[:, -1],
                          p_adj=adjusted[:, -1])
@@ -273,8 +312,20 @@ def decide(table: pd.DataFrame, looks: tuple[int, ...], alpha: float) -> pd.Data
              for i in range(len(table))]
     table["settled_at"] = [math.nan if j is None else looks[j] for j in first]  # seeds
     table["settled_round"] = [math.nan if j is None else j for j in first]  # 0: the run's seeds
+    table["deciding_sign"] = [_deciding_sign(r, looks) for _, r in table.iterrows()]
     table["verdict"] = [_verdict(r, alpha) for _, r in table.iterrows()]
-    return table.drop(columns=["ps"])
+    return table.drop(columns=["ps", "means"], errors="ignore")
+
+
+def _deciding_sign(row: pd.Series, looks: tuple[int, ...]) -> float:
+    """The sign of the mean effect at the look where the sequential statistic was reached
+    (nan for fixed designs and best-of rows, where the final mean is the evidence)."""
+    means = row.get("means")
+    if len(looks) == 1 or not isinstance(means, list) or not np.isfinite(means).any():
+        return math.nan
+    ratio = np.asarray(row["ps"], dtype=float) / weights(looks)
+    ratio = np.where(np.isfinite(ratio), ratio, np.inf)
+    return float(np.sign(means[int(np.argmin(ratio))])) if np.isfinite(ratio).any() else math.nan
 
 
 def _verdict(row: pd.Series, alpha: float) -> str:
@@ -282,6 +333,8 @@ def _verdict(row: pd.Series, alpha: float) -> str:
         return row["verdict"]
     if not np.isfinite(row["p_adj"]) or row["p_adj"] > alpha:
         return UNSURE
+    if np.isfinite(row["deciding_sign"]) and row["deciding_sign"] != np.sign(row["effect"]):
+        return UNSURE  # the decisive evidence pointed the other way than the final mean
     direction = row["claimed_sign"] * row["effect"]
     return HOLDS if direction > 0 else FAILS if direction < 0 else UNSURE
 
@@ -289,7 +342,12 @@ def _verdict(row: pd.Series, alpha: float) -> str:
 def settle_design(metas: dict) -> dict:
     """judge_all's looks and alpha from a settled run's run.json (fixed design otherwise)."""
     settles = [m["settle"] for m in metas.values() if isinstance(m.get("settle"), dict)]
-    if len(metas) != 1 or not settles:
+    if settles and len(metas) != 1:
+        from .load import ReportInputError
+
+        raise ReportInputError("a settled run (sweep.settle) is judged with its sequential design "
+                               "and cannot be combined with other runs; report it on its own")
+    if not settles:
         return {"looks": None, "alpha": ALPHA}
     return {"looks": tuple(int(n) for n in settles[0]["looks"]),
             "alpha": float(settles[0].get("alpha", ALPHA))}

@@ -22,7 +22,7 @@ OWN_PNG_PREFIXES = ("curves_", "heatmap_", "scatter_", "history_", "marginals", 
 
 def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sweep.report",
-                                     description=__doc__.split("\n")[2])
+                                     description=" ".join(__doc__.split("\n\n")[1].split()))
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folder(s) to report on")
     parser.add_argument("--out", help="output folder (default RUN_DIR/report; needed for several)")
     parser.add_argument("--html", action="store_true", help="also write REPORT.html")

@@ -26,6 +26,8 @@ import warnings
 import numpy as np
 from scipy import stats
 
+from .stats import SPREAD_FLOOR
+
 WEIGHT_POWER = 4.0
 NULL_DRAWS = 200_000
 NULL_SEED = 20_231
@@ -68,9 +70,10 @@ def _look(part: np.ndarray, n: int) -> np.ndarray:
     count = np.isfinite(part).sum(1)
     mean = np.nanmean(part, 1)
     std = np.nanstd(part, 1, ddof=1) if n >= 2 else np.full(len(part), math.nan)
+    spread = np.maximum(std, SPREAD_FLOOR)  # ties of quantised accuracies are not certainty
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = 2.0 * stats.t.sf(np.abs(mean) / (std / np.sqrt(count)), np.maximum(count - 1, 1))
-    p = np.where(std == 0.0, np.where(mean == 0.0, 1.0, 0.0), p)
+        p = 2.0 * stats.t.sf(np.abs(mean) / (spread / np.sqrt(count)), np.maximum(count - 1, 1))
+    p = np.where(mean == 0.0, 1.0, p)
     return np.where(count >= 2, p, math.nan)
 
 
@@ -96,9 +99,9 @@ def sequential_p(pvalues: np.ndarray, looks: tuple[int, ...]) -> np.ndarray:
     With one look this is the look's own p-value (a fixed design needs no correction).
     """
     p = np.atleast_2d(np.asarray(pvalues, dtype=float))
-    if len(looks) == 1 or sum(n >= 2 for n in looks) <= 1:
-        return np.nanmin(np.where(np.isfinite(p), p, np.inf), axis=1).clip(max=1.0) if p.size \
-            else np.array([])
+    testing = [j for j, n in enumerate(looks) if n >= 2]
+    if len(looks) == 1 or len(testing) <= 1:  # one look that can test: its own p-value
+        return p[:, testing[0]] if testing and p.size else np.full(len(p), math.nan)
     s, null = statistic(p, looks), null_statistic(tuple(looks))
     q = (np.searchsorted(null, s, side="right") + 1) / (len(null) + 1)
     return np.where(np.isfinite(s), np.minimum(q, 1.0), math.nan)
