@@ -168,3 +168,16 @@ def test_the_direction_comes_from_the_deciding_look():
     table = decide(_sequential_family([[3e-5, 0.54, 0.75, 0.47]], [[1.0, 0.4, -0.19, -0.38]],
                                       [-0.38]), (3, 5, 8, 10), alpha=0.05)
     assert table["verdict"].tolist() == [UNSURE]  # decisive evidence was for A, the mean is not
+
+
+def test_seeds_needed_is_the_fixed_design_power_calculation():
+    from scipy import stats
+
+    from sweep.report.claims import seeds_needed
+
+    half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # spread 1 over 3 seeds
+    row = pd.Series({"verdict": UNSURE, "unit": "seeds", "n": 3, "effect": 1.0,
+                     "low": 1.0 - half, "high": 1.0 + half})
+    assert seeds_needed(row, 0.05) == 10  # d = 1: 80.3% power at 10 seeds, 76% at 9
+    assert seeds_needed(row, 0.001) > 10  # a stricter (Holm) level needs more
+    assert math.isnan(seeds_needed(pd.Series({**row, "verdict": HOLDS}), 0.05))  # settled

@@ -314,7 +314,29 @@ def decide(table: pd.DataFrame, looks: tuple[int, ...], alpha: float) -> pd.Data
     table["settled_round"] = [math.nan if j is None else j for j in first]  # 0: the run's seeds
     table["deciding_sign"] = [_deciding_sign(r, looks) for _, r in table.iterrows()]
     table["verdict"] = [_verdict(r, alpha) for _, r in table.iterrows()]
+    family = int(np.isfinite(table["p_adj"]).sum())
+    table["seeds_needed"] = [seeds_needed(r, alpha / max(family, 1)) for _, r in table.iterrows()]
     return table.drop(columns=["ps", "means"], errors="ignore")
+
+
+def seeds_needed(row: pd.Series, level: float, most: int = 50) -> float:
+    """For an inconclusive claim tested over seeds: the fewest seeds at which a fixed-design
+    t-test at `level` (alpha over the family, Holm's strictest step) would find the observed
+    mean effect with 80% power, given the observed seed-to-seed spread; nan past `most`. A
+    rough guide only: effect and spread come from the few seeds run so far."""
+    from scipy import stats as st
+
+    if row.get("verdict") != UNSURE or row.get("unit") != "seeds" or not row.get("n", 0) >= 2:
+        return math.nan
+    spread = (row["high"] - row["low"]) / 2 / st.t.ppf(0.975, row["n"] - 1) * math.sqrt(row["n"])
+    if not spread > 0 or not math.isfinite(row["effect"]):
+        return math.nan
+    d = abs(row["effect"]) / spread
+    for n in range(2, most + 1):
+        crit = st.t.ppf(1 - level / 2, n - 1)
+        if st.nct.sf(crit, n - 1, d * math.sqrt(n)) >= 0.8:
+            return float(n)
+    return math.nan
 
 
 def _deciding_sign(row: pd.Series, looks: tuple[int, ...]) -> float:

@@ -114,6 +114,11 @@ def _effect_cell(c: pd.Series) -> str:
 def _seeds_cell(c: pd.Series) -> str:
     if c["unit"] != "seeds":
         return fmt.DASH
+    needed = c.get("seeds_needed")
+    if isinstance(needed, float) and math.isfinite(needed):
+        return f"{int(c['n'])} (~{int(needed)} to settle)"
+    if c.get("verdict") == "inconclusive":
+        return f"{int(c['n'])} (> 50 to settle)"
     settled, rnd = c.get("settled_at"), c.get("settled_round")
     if not isinstance(settled, float) or math.isnan(settled) or settled <= 0:
         return f"{int(c['n'])}"
