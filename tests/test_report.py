@@ -326,7 +326,8 @@ def test_combined_report_of_two_runs(tmp_path):
     text = (out / "REPORT.md").read_text()
     assert "first + second" in text and "### first" in text and "### second" in text
     # 6 trials pooled over both runs: std 2.68 pts, t(0.975, 5) = 2.571 -> ± 2.8
-    assert "| 1 | — | augment | 53.0% ± 2.8 |" in text
+    assert "| 1 | first, second | — | augment | 53.0% ± 2.8 |" in text  # run column
+    assert "This report combines 2 runs: `first`" in text
     summary = summarise(load_run(a))
     assert summary.axes == ("transform",)
 
@@ -376,3 +377,11 @@ def test_fused_members_count_their_shared_training_time_once():
 
     trials = pd.DataFrame({"trial_id": ["a-m0", "a-m1", "b"], "train_seconds": [10.0, 10.0, 4.0]})
     assert training_seconds(trials) == 14.0
+
+
+def test_help_is_the_whole_description(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "to RUN_DIR/report/, or to --out for a combined report of several runs" in out
+    assert "exits 2 before anything is written" in out

@@ -6,6 +6,7 @@ every figure has a title, labelled axes with units and a legend (or a colour bar
 from __future__ import annotations
 
 import math
+import textwrap
 from functools import partial
 
 import numpy as np
@@ -73,8 +74,9 @@ def plot_marginals(marginals: dict, path) -> None:
         ax.legend(fontsize="small", loc="best")
     for ax in axes[n:]:
         ax.set_visible(False)
-    fig.suptitle("Mean final test accuracy per level: trials that learned, at settings every "
-                 "level shares")
+    title = ("Mean final test accuracy per level: trials that learned, at settings every level "
+             "shares")
+    fig.suptitle(textwrap.fill(title, width=int(11 * 4.2 * cols)))  # one panel: wrapped, not cut
     _save(fig, path)
 
 

@@ -42,6 +42,12 @@ def render_header(s: Summary) -> str:
              f"A {' + '.join(kinds)} run of {len(s.trials)} trials "
              f"({status_text(s.trials['status'])}) over {len(s.ranking)} configurations. "
              + best_text(s), "", f"Every trial shares: {_config_text(s.constants) or 'nothing'}."]
+    if len(s.metas) > 1:
+        parts = [f"`{name}` ({meta.get('path', '?')}, {int((s.trials['run'] == name).sum())} trials)"
+                 for name, meta in s.metas.items()]
+        lines += ["", f"This report combines {len(parts)} runs: {', '.join(parts)}; the `run` "
+                  "column of the ranking says which run each configuration came from, and trials "
+                  "are paired only within a run."]
     if (s.trials["status"] == "running").any():
         lines += ["", "> **Note:** some trials are still running; this report is a snapshot."]
     if any(m.get("status") == "interrupted" for m in s.metas.values()):
@@ -94,9 +100,12 @@ def render_ranking(s: Summary) -> str:
     """Configurations by mean final test accuracy (top TOP; all in ranking.csv)."""
     tested = len(best_set(s.ranking)) > 0
     near = ["≈ top"] if tested else []
-    headers = ["#", "seed label", *[fmt.NAMES.get(a, a) for a in s.axes], "test acc (mean ± CI)",
+    combined = len(s.metas) > 1  # a combined report says which run each row came from
+    headers = ["#", *(["run"] if combined else []), "reference label",
+               *[fmt.NAMES.get(a, a) for a in s.axes], "test acc (mean ± CI)",
                *near, "std", "n", "test loss", "train acc", "gap (train − test)", "trials"]
-    rows = [[r["rank"], r["label"] or fmt.DASH, *[fmt.level(r[a]) for a in s.axes],
+    rows = [[r["rank"], *([r["runs"]] if combined else []), r["label"] or fmt.DASH,
+             *[fmt.level(r[a]) for a in s.axes],
              fmt.pct_ci(r["mean"], r["half"]), *([NEAR[r["near_top"]]] if tested else []),
              fmt.pts(r["std"], signed=False), r["n_done"], fmt.num(r["test_loss"]),
              fmt.pct(r["train_acc"]), fmt.pts(r["gap"]), r["statuses"]]
@@ -108,7 +117,8 @@ def render_ranking(s: Summary) -> str:
         "Configurations (all config columns except seed) ranked by mean final test accuracy. "
         f"{CI_NOTE} Means use completed trials only; diverged, pruned and error trials are "
         f"counted in the last column and never dropped.{more}", "", best_rule(s), "",
-        fmt.table(headers, rows, "rl" + "l" * len(s.axes) + "r" * (6 + tested) + "l"),
+        fmt.table(headers, rows, "r" + "l" * combined + "l" + "l" * len(s.axes)
+                  + "r" * (6 + tested) + "l"),
         *render_failures(s)])
 
 

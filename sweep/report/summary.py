@@ -78,7 +78,8 @@ def _group_row(group: pd.DataFrame) -> dict:
             "std": acc.std, "half": acc.half, "test_loss": done["final_test_loss"].mean(),
             "train_acc": done["final_train_acc"].mean(),
             "gap": (done["final_train_acc"] - done["final_test_acc"]).mean(),
-            "statuses": status_text(group["status"])}
+            "statuses": status_text(group["status"]),
+            "runs": ", ".join(sorted(set(group["run"].astype(str)))) if "run" in group else ""}
 
 
 def ranking(trials: pd.DataFrame) -> pd.DataFrame:
