@@ -2,8 +2,9 @@
 
 `Recorder` rewrites trials.csv / epochs.csv atomically as each epoch arrives (a crash loses at most
 the epoch in flight), de-duplicates epochs by (trial_id, epoch) so retries and resumes record each
-epoch once, and logs train, val (when held out) and test on one TensorBoard chart per metric
-under tb/<trial_id>/. Without a hold-out the val columns stay empty.
+epoch once, and logs each trial to TensorBoard under tb/<configuration name>/ (sweep.tensorboard:
+train, eval-mode train, val and test on one chart per metric, the config as text, HParams).
+Without a hold-out the val columns stay empty.
 The callback pickles as plain settings (Tune stores it in tuner.pkl) and rebuilds on restore.
 A fused Ray trial (sweep.grid --fuse) is recorded as its members: rows <trial_id>-m<k>, each with
 its own config, epochs and status, split from the `members` list of each result.
@@ -17,6 +18,7 @@ from ray import tune
 
 from .progress import Progress, _finite  # noqa: F401 (tuner.pkl of older runs names Progress here)
 from .space import AXES, SCALARS, trial_values
+from .tensorboard import Board, run_names
 
 CONFIG_COLUMNS = ["label", *AXES, "seed", *SCALARS]
 METRICS = ["train_loss", "train_penalty", "train_acc", "test_loss", "test_acc",
@@ -38,7 +40,7 @@ class Recorder(tune.Callback):
     def _setup(self):
         self.trials = {r["trial_id"]: r for r in read_csv(self._path("trials.csv"))}
         self.epochs = {(r["trial_id"], int(r["epoch"])): r for r in read_csv(self._path("epochs.csv"))}
-        self.writers = {}
+        self.board, self.names = Board(self.run_dir), {}
 
     def __getstate__(self):
         return {"run_dir": self.run_dir}
@@ -75,7 +77,7 @@ class Recorder(tune.Callback):
             **{m: result.get(m) for m in METRICS}, "status": result.get("status", "ok"),
             "node": result.get("node", "")}
         self._update_trial(row, result)
-        self._log_tensorboard(trial_id, epoch, result)
+        self.board.log_epoch(self._name(row), row, epoch, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         for row in self._rows(trial):
@@ -85,21 +87,20 @@ class Recorder(tune.Callback):
                 row["status"] = "completed"
             else:
                 row["status"] = "pruned"  # stopped early by the scheduler
-            self._close(row["trial_id"])
+            self._close(row)
         self._flush(epochs=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         for row in self._rows(trial):
             if row["trial_id"] == trial.trial_id or row["status"] != "diverged":  # members keep it
                 row["status"] = "error"
-            self._close(row["trial_id"])
+            self._close(row)
         print(f"trial {trial.trial_id} failed after its retries: {_first_error_line(trial)}",
               flush=True)
         self._flush(epochs=False)
 
     def on_experiment_end(self, trials, **info):
-        for trial_id in list(self.writers):
-            self._close(trial_id)
+        self.board.close_all()
 
     def _rows(self, trial) -> list[dict]:
         """The trials.csv rows of a Ray trial: its own, or one per fused member (<trial_id>-m<k>)."""
@@ -132,23 +133,14 @@ class Recorder(tune.Callback):
                    node=result.get("node", row["node"]))
         row["status"] = "diverged" if result.get("status") == "diverged" else "running"
 
-    def _log_tensorboard(self, trial_id: str, epoch: int, result: dict):
-        from torch.utils.tensorboard import SummaryWriter  # imported late: driver-only cost
+    def _name(self, row: dict) -> str:
+        """The trial's TensorBoard run name, fixed at its first use (sweep.tensorboard)."""
+        if row["trial_id"] not in self.names:
+            self.names[row["trial_id"]] = run_names(list(self.trials.values()))[row["trial_id"]]
+        return self.names[row["trial_id"]]
 
-        if trial_id not in self.writers:
-            self.writers[trial_id] = SummaryWriter(os.path.join(self.run_dir, "tb", trial_id))
-        writer = self.writers[trial_id]
-        for metric in ("loss", "acc"):
-            pair = {s: result[f"{s}_{metric}"] for s in ("train", "val", "test")
-                    if _finite(result.get(f"{s}_{metric}"))}
-            writer.add_scalars(metric, pair, epoch)
-        writer.add_scalar("images_per_second", result.get("images_per_second", 0.0), epoch)
-        writer.flush()
-
-    def _close(self, trial_id):
-        writer = self.writers.pop(trial_id, None)
-        if writer:
-            writer.close()
+    def _close(self, row: dict):
+        self.board.finish(self._name(row), row)
 
     def _flush(self, epochs: bool = True):
         write_csv(self._path("trials.csv"), TRIAL_COLUMNS, self.trials.values())

@@ -200,10 +200,14 @@ def test_run_json_describes_the_run(finished_run):
 def test_tensorboard_puts_train_and_test_on_one_chart(finished_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from sweep.tensorboard import run_names
+
     folder = finished_run["folder"]
-    completed = [t["trial_id"] for t in rows(folder, "trials.csv") if t["status"] == "completed"]
-    for trial_id in completed:
-        tb = folder / "tb" / trial_id
+    trials = rows(folder, "trials.csv")
+    names = run_names(trials)  # runs are named by configuration, e.g. none·baseline·none·sgd·0.05·s0
+    assert sorted(p.name for p in (folder / "tb").iterdir()) == sorted(names.values())
+    for trial_id in [t["trial_id"] for t in trials if t["status"] == "completed"]:
+        tb = folder / "tb" / names[trial_id]
         assert list(tb.glob("events.out.tfevents.*"))
         for metric in ("loss", "acc"):
             for split in ("train", "test"):
