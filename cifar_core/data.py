@@ -95,9 +95,20 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
+def check_data_dir(data_dir=None, *, download: bool = False) -> Path:
+    """The data directory when it holds CIFAR-10 in a known layout (or --download may fetch
+    it), else DataError: load_cifar10's check without decoding anything (for --dry-run)."""
+    root = resolve_data_dir(data_dir)
+    if (root / "train").is_dir() or (root / BATCHES).is_dir() or download:
+        return root
+    state = "does not exist" if not root.exists() else "holds no CIFAR-10"
+    raise DataError(f"data dir {root} {state}: expected image folders train/<class>/* and "
+                    f"test/<class>/* or torchvision's {BATCHES}/; {_HOW_TO_GET.format(dir=root)}")
+
+
 def load_cifar10(data_dir=None, *, download: bool = False, cache_dir=None) -> CifarData:
     """Both CIFAR-10 splits from `data_dir` (image folders first, else torchvision's pickles)."""
-    root = resolve_data_dir(data_dir)
+    root = check_data_dir(data_dir, download=download)
     from .sources import download_batches, load_batches, load_image_folders
 
     if (root / "train").is_dir():
@@ -106,9 +117,7 @@ def load_cifar10(data_dir=None, *, download: bool = False, cache_dir=None) -> Ci
         download_batches(root)
     if (root / BATCHES).is_dir():
         return load_batches(root / BATCHES)
-    state = "does not exist" if not root.exists() else "holds no CIFAR-10"
-    raise DataError(f"data dir {root} {state}: expected image folders train/<class>/* and "
-                    f"test/<class>/* or torchvision's {BATCHES}/; {_HOW_TO_GET.format(dir=root)}")
+    raise DataError(f"data dir {root}: torchvision's download left no {BATCHES}/")
 
 
 def subset(data: CifarData, fraction: float, seed: int) -> CifarData:

@@ -135,3 +135,36 @@ def fail(prog: str, err: Exception) -> int:
 
 def data_dir_for(settings: dict) -> str | None:
     return settings["data_dir"] or os.environ.get("CIFAR10_DIR")
+
+
+def check_resources(settings: dict) -> None:
+    """Refuse, before Ray waits, trials this machine can never start (a local run only: a
+    cluster's resources are its own, and its autoscaler may add nodes)."""
+    if settings.get("address"):
+        return
+    cpus = os.cpu_count() or 1
+    if (settings.get("cpus_per_trial") or 0) > cpus:
+        raise SweepError(f"--cpus-per-trial={settings['cpus_per_trial']!r} is more than this "
+                         f"machine's {cpus} CPUs, so no trial could ever start; use at most {cpus} "
+                         "or join a cluster with --address")
+    if (settings.get("gpus_per_trial") or 0) > 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SweepError(f"--gpus-per-trial={settings['gpus_per_trial']!r}: this machine has "
+                             "no GPU, so no trial could ever start; drop the flag or use --address")
+
+
+def preflight(settings: dict, name: str | None) -> None:
+    """Every check a real run makes before Ray starts, for --dry-run too: the run folder's name
+    and place, an existing run of that name, the data dir and the resources."""
+    from cifar_core.data import check_data_dir
+
+    from .runfolder import RunFolder, check_location
+
+    if name:
+        RunFolder(check_location(settings["results_dir"], name), resume=False).refuse_existing()
+    else:
+        check_location(settings["results_dir"], "probe")
+    check_data_dir(data_dir_for(settings), download=bool(settings.get("download")))
+    check_resources(settings)

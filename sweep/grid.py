@@ -103,6 +103,7 @@ def main(argv=None) -> int:
             return _resume(settings, argv)
         trials = build_trials(settings)
         groups = fuse_groups(trials, settings)
+        cli.preflight(settings, settings["name"])
         if settings["dry_run"]:
             dry_run(trials, groups)
             return 0

@@ -233,6 +233,7 @@ def main(argv=None) -> int:
         if settings["smoke"]:
             settings.update(n_trials=2, epochs=1, data_fraction=0.02)
         space = build_space(settings)
+        cli.preflight(settings, settings["name"])
         return _launch(settings, argv, space)
     except (SweepError, ConfigError, DataError) as err:
         return cli.fail(PROG, err)

@@ -24,7 +24,8 @@ def no_ray(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ray, "init", refuse)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "no-data-here"))
+    (tmp_path / "data" / "train").mkdir(parents=True)  # a data dir in the image-folder layout:
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "data"))  # enough for a dry run's check
 
 
 def run(capsys, *argv) -> tuple[int, list[str], str]:
@@ -51,6 +52,29 @@ def snapshot(folder: Path) -> dict:
 
 
 # --- dry runs ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, words", [
+    (["--name", "../escape"], "--name='../escape' is not allowed"),
+    (["--data-dir", "/no/such/dir"], "data dir /no/such/dir does not exist"),
+    (["--cpus-per-trial", "4096"], "--cpus-per-trial=4096.0 is more than this machine's"),
+    (["--gpus-per-trial", "1"], "no GPU"),
+])
+def test_dry_run_applies_every_check_the_real_run_makes(capsys, tmp_path, argv, words):
+    import torch
+
+    if "--gpus-per-trial" in argv and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, lines, err = run(capsys, "--dry-run", "--results-dir", tmp_path / "r", *argv)
+    assert code == 2 and lines == [] and len(err.strip().splitlines()) == 1 and words in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_refuses_an_existing_run_name(capsys, tmp_path):
+    (tmp_path / "r" / "taken").mkdir(parents=True)
+    (tmp_path / "r" / "taken" / "run.json").write_text("{}")
+    code, _, err = run(capsys, "--dry-run", "--results-dir", tmp_path / "r", "--name", "taken")
+    assert code == 2 and "already exists" in err
+
 
 def test_default_dry_run_lists_the_96_trial_study_and_writes_nothing(capsys, tmp_path):
     results = tmp_path / "results"
