@@ -100,3 +100,26 @@ def test_one_epoch_on_a_tenth_of_real_cifar10_beats_chance(real_cifar_dir, capsy
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0 and lines[-1]["status"] == "completed"
     assert lines[0]["test_acc"] > 0.20, lines[0]
+
+
+def test_save_writes_weights_that_load_with_weights_only(tiny_cifar_dir, tmp_path, capsys):
+    import torch
+
+    from cifar_core import TrialConfig
+    from cifar_core.models import build_model
+
+    path = tmp_path / "model.pt"
+    code = main(["--data-dir", str(tiny_cifar_dir), "--epochs", "1", "--batch-size", "64",
+                 "--model", "dropout", "--threads", "1", "--save", str(path)])
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert code == 0 and last["saved"] == str(path)
+    saved = torch.load(path, weights_only=True)
+    model = build_model(TrialConfig(**saved["config"]))
+    model.load_state_dict(saved["model"])  # the same network, every weight present
+    assert saved["config"]["model"] == "dropout"
+
+
+def test_save_into_a_missing_folder_is_refused_before_training(tiny_cifar_dir, tmp_path, capsys):
+    code = main(["--data-dir", str(tiny_cifar_dir), "--save", str(tmp_path / "no" / "m.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--save=" in err[0]

@@ -385,3 +385,31 @@ def test_help_is_the_whole_description(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "to RUN_DIR/report/, or to --out for a combined report of several runs" in out
     assert "exits 2 before anything is written" in out
+
+
+def test_rank_by_best_and_every_row_reruns_with_cifar_core(tmp_path):
+    from cifar_core.__main__ import build_parser
+
+    rows = three_transforms()
+    for r in rows:  # augment ends lower than it peaked: best and final rank differently
+        if r["transform"] == "augment":
+            r["final_test_acc"], r["best_test_acc"] = r["final_test_acc"] - 0.2, 0.9
+    run = write_run(tmp_path / "run", rows)
+    final, best = (summarise(load_run(run), rank_by=c).ranking
+                   for c in ("final_test_acc", "best_test_acc"))
+    assert final.iloc[0]["transform"] != "augment" and best.iloc[0]["transform"] == "augment"
+    for _, row in final.iterrows():  # the command parses into the very configuration
+        argv = row["command"].split()[3:]
+        args = vars(build_parser().parse_args(argv))
+        assert args["transform"] == row["transform"] and float(args["lr"]) == row["lr"]
+        assert int(args["seed"]) == row["first_seed"]
+    assert main([str(run), "--rank-by", "best"]) == 0
+    text = (run / "report" / "REPORT.md").read_text()
+    assert "ranked by mean best test accuracy" in text and "#1   python -m cifar_core" in text
+
+
+def test_rank_metric_without_the_column_is_one_line(tmp_path, capsys):
+    run = write_run(tmp_path / "run", three_transforms())
+    assert main([str(run), "--rank-metric", "val_acc"]) == 2
+    assert "--rank-metric=val_acc" in capsys.readouterr().err
+    assert not (run / "report").exists()

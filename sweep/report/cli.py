@@ -10,10 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from .load import ReportInputError, combine_runs, load_run
 from .plots import render_plots
 from .render import render_markdown
-from .summary import Summary, summarise
+from .summary import RANK_BY, RANK_METRICS, Summary, rank_column, summarise
 
 OWN_FILES = ("REPORT.md", "REPORT.html", "ranking.csv", "claims.csv")
 OWN_PNG_PREFIXES = ("curves_", "heatmap_", "scatter_", "history_", "marginals", "claims",
@@ -26,6 +28,12 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folder(s) to report on")
     parser.add_argument("--out", help="output folder (default RUN_DIR/report; needed for several)")
     parser.add_argument("--html", action="store_true", help="also write REPORT.html")
+    parser.add_argument("--rank-by", choices=sorted(RANK_BY), default="final",
+                        help="rank configurations by each trial's final or best epoch "
+                             "(default final)")
+    parser.add_argument("--rank-metric", choices=RANK_METRICS, default="test_acc",
+                        help="the metric ranked on (default test_acc; val_acc for runs with a "
+                             "--val-size hold-out)")
     return parser.parse_args(argv)
 
 
@@ -75,7 +83,12 @@ def main(argv=None) -> int:
         if len(args.runs) > 1 and not args.out:
             raise ReportInputError(f"{len(args.runs)} run folders given: a combined report "
                                    "needs --out DIR")
-        summary = summarise(combine_runs([load_run(path) for path in args.runs]))
+        run = combine_runs([load_run(path) for path in args.runs])
+        column = rank_column(args.rank_by, args.rank_metric)
+        if not run.trials.get(column, pd.Series(dtype=float)).notna().any():
+            raise ReportInputError(f"--rank-metric={args.rank_metric}: no trial of this run has "
+                                   f"{column} (val_acc needs a --val-size hold-out)")
+        summary = summarise(run, rank_by=column)
     except ReportInputError as exc:
         print(f"sweep.report: error: {exc}", file=sys.stderr)
         return 2

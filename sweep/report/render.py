@@ -96,6 +96,12 @@ def best_text(s: Summary) -> str:
             f"(≈ top in section 1): {_listed(names)}.")
 
 
+def rank_text(column: str) -> str:
+    """'final test accuracy' for final_test_acc, 'best validation accuracy' for best_val_acc."""
+    when, split = column.split("_")[0], column.split("_")[1]
+    return f"{when} {'validation' if split == 'val' else 'test'} accuracy"
+
+
 def render_ranking(s: Summary) -> str:
     """Configurations by mean final test accuracy (top TOP; all in ranking.csv)."""
     tested = len(best_set(s.ranking)) > 0
@@ -114,11 +120,14 @@ def render_ranking(s: Summary) -> str:
             if len(s.ranking) > TOP else " The same table is in `ranking.csv`.")
     return "\n".join([
         "## 1. Ranking of configurations", "",
-        "Configurations (all config columns except seed) ranked by mean final test accuracy. "
+        f"Configurations (all config columns except seed) ranked by mean {rank_text(s.rank_by)}. "
         f"{CI_NOTE} Means use completed trials only; diverged, pruned and error trials are "
         f"counted in the last column and never dropped.{more}", "", best_rule(s), "",
         fmt.table(headers, rows, "r" + "l" * combined + "l" + "l" * len(s.axes)
-                  + "r" * (6 + tested) + "l"),
+                  + "r" * (6 + tested) + "l"), "",
+        "Re-run one trial (its first seed) of each ranked configuration, without Ray "
+        "(`--save model.pt` keeps the weights):", "", "```",
+        *[f"#{r['rank']:<3} {r['command']}" for _, r in s.ranking.head(TOP).iterrows()], "```",
         *render_failures(s)])
 
 

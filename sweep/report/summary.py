@@ -70,35 +70,59 @@ def status_text(statuses: pd.Series) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
 
 
-def _group_row(group: pd.DataFrame) -> dict:
+RANK_BY = {"final": "final_{}", "best": "best_{}"}  # --rank-by: a trial's last or best epoch
+RANK_METRICS = ("test_acc", "val_acc")  # --rank-metric
+
+
+def rank_column(rank_by: str = "final", metric: str = "test_acc") -> str:
+    """The trials.csv column a ranking sorts on, e.g. final_test_acc or best_val_acc."""
+    assert rank_by in RANK_BY and metric in RANK_METRICS, (rank_by, metric)
+    return RANK_BY[rank_by].format(metric)
+
+
+def reproduce_command(row) -> str:
+    """The `python -m cifar_core` command that re-runs one trial of a ranked configuration."""
+    flags = {c: row[c] for c in CONFIG}
+    flags["seed"] = int(row["first_seed"])
+    parts = [f"--{k.replace('_', '-')} {level(v) if isinstance(v, float) else v}"
+             for k, v in flags.items()]
+    return "python -m cifar_core " + " ".join(parts)
+
+
+def _group_row(group: pd.DataFrame, column: str = "final_test_acc") -> dict:
     done = finished(group)
-    acc = mean_ci(done["final_test_acc"])
+    acc = mean_ci(done[column] if column in done else pd.Series(dtype=float))
     labels = dict.fromkeys(p for text in group.get("label", []) for p in str(text).split("|") if p)
     return {"label": "|".join(labels), "n": len(group), "n_done": acc.n, "mean": acc.mean,
             "std": acc.std, "half": acc.half, "test_loss": done["final_test_loss"].mean(),
             "train_acc": done["final_train_acc"].mean(),
             "gap": (done["final_train_acc"] - done["final_test_acc"]).mean(),
             "statuses": status_text(group["status"]),
+            "first_seed": int(done["seed"].min()) if len(done) else int(group["seed"].min()),
             "runs": ", ".join(sorted(set(group["run"].astype(str)))) if "run" in group else ""}
 
 
-def ranking(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration, best mean final test accuracy first (unfinished last), with
-    its test against the top one (`versus_top`)."""
-    rows = [{**dict(zip(CONFIG, key)), **_group_row(group)}
+def ranking(trials: pd.DataFrame, column: str = "final_test_acc") -> pd.DataFrame:
+    """One row per configuration, best mean `column` first (unfinished last), with its test
+    against the top one (`versus_top`) and the command that re-runs one of its trials."""
+    rows = [{**dict(zip(CONFIG, key)), **_group_row(group, column)}
             for key, group in trials.groupby(list(CONFIG), sort=False, dropna=False)]
     table = pd.DataFrame(rows)
     table = table.sort_values(["mean", "n_done"], ascending=[False, False], na_position="last")
     table = table.reset_index(drop=True).assign(rank=lambda t: np.arange(1, len(t) + 1))
-    return table.join(versus_top(trials, table))
+    table["command"] = [reproduce_command(r) for _, r in table.iterrows()]
+    return table.join(versus_top(trials, table, column))
 
 
-def versus_top(trials: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+def versus_top(trials: pd.DataFrame, table: pd.DataFrame,
+               column: str = "final_test_acc") -> pd.DataFrame:
     """Each ranked configuration against the top one by a paired t-test over seeds (pairs share
     a seed, replicates averaged first), Holm-adjusted over those comparisons. near_top: 'top';
     'yes' when the adjusted p > ALPHA; 'no'; 'untested' below two seeds shared with the top."""
     done = finished(trials)
-    per_seed = done.groupby([*CONFIG, "seed"], dropna=False)["final_test_acc"].mean()
+    if column not in done:
+        done = done.assign(**{column: np.nan})
+    per_seed = done.groupby([*CONFIG, "seed"], dropna=False)[column].mean()
     by_config = dict(iter(per_seed.unstack("seed").iterrows()))
     keys = list(table[list(CONFIG)].itertuples(index=False, name=None))
     top = by_config.get(keys[0])
@@ -269,10 +293,12 @@ class Summary:
     comparisons: dict = field(default_factory=dict)  # levelled axis -> Shared (what it compares)
     at_chance: dict = field(default_factory=dict)  # interaction pair -> cells that never learned
     never_learned: pd.DataFrame = field(default_factory=pd.DataFrame)  # see never_learned()
+    rank_by: str = "final_test_acc"  # the column the ranking sorts on
 
 
-def summarise(run: Run) -> Summary:
-    """The whole report's numbers from one (possibly combined) run."""
+def summarise(run: Run, rank_by: str = "final_test_acc") -> Summary:
+    """The whole report's numbers from one (possibly combined) run; the ranking sorts on
+    `rank_by` (a trials.csv column: rank_column())."""
     trials, axes = run.trials, varying_axes(run.trials)
     compared = compared_axes(trials)
     levelled = [a for a in compared if not is_continuous(trials, a)]
@@ -284,7 +310,8 @@ def summarise(run: Run) -> Summary:
         for name, meta in run.metas.items() if meta.get("kind") == "search"}
     return Summary(
         name=run.name, trials=trials, metas=run.metas, axes=axes, constants=constants(trials),
-        ranking=ranking(trials), marginals={a: marginal(trials, a, fair[a]) for a in fair_axes},
+        ranking=ranking(trials, rank_by), rank_by=rank_by,
+        marginals={a: marginal(trials, a, fair[a]) for a in fair_axes},
         curves={a: curves(run.epochs, a, trials) for a in fair_axes if len(run.epochs)},
         scatters={a: scatter(trials, a) for a in compared if a not in levelled},
         interactions={p: interaction(trials, *p) for p in pairs}, comparisons=fair,
