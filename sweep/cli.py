@@ -168,3 +168,28 @@ def preflight(settings: dict, name: str | None) -> None:
         check_location(settings["results_dir"], "probe")
     check_data_dir(data_dir_for(settings), download=bool(settings.get("download")))
     check_resources(settings)
+
+
+RESUMABLE = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures", "address",
+             "data_dir", "download", "report")  # flags a resume may change
+RUN_FLAGS = ("resume", "name", "results_dir")  # which run a resume continues
+
+
+def given_keys(args: argparse.Namespace) -> set[str]:
+    """The keys this invocation set explicitly, on the command line or in --config."""
+    keys = {k for k, v in vars(args).items() if v is not None and k != "config"}
+    if getattr(args, "config", None):
+        keys |= set(load_yaml(args.config, allowed=set(vars(args)) | {"dry_run"}))
+    return keys
+
+
+def resumed_settings(settings: dict, given: set[str], *, also: tuple = ()) -> dict:
+    """The flags a resume applies: exactly those given among RESUMABLE (+ `also`); any other
+    given flag would change a finished experiment and is refused with one line naming it."""
+    refused = sorted(given - set(RESUMABLE) - set(RUN_FLAGS) - set(also))
+    if refused:
+        names = ", ".join("--" + k.replace("_", "-") for k in refused)
+        raise SweepError(f"--resume continues run {settings['name']!r} as it was defined; {names} "
+                         f"would change it (a resume takes only "
+                         f"{', '.join('--' + k.replace('_', '-') for k in (*RESUMABLE, *also))})")
+    return {k: settings[k] for k in given if k in RESUMABLE or k in also}

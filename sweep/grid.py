@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             if settings["dry_run"]:
                 raise SweepError("--dry-run lists a new sweep's trials; drop it with --resume")
             cli.check_positive(settings, *EXECUTION)
-            return _resume(settings, argv)
+            return _resume(settings, argv, cli.resumed_settings(settings, cli.given_keys(args)))
         trials = build_trials(settings)
         groups = fuse_groups(trials, settings)
         cli.preflight(settings, settings["name"])
@@ -134,10 +134,11 @@ def _launch(settings, argv, trials, space, groups=None) -> int:
                          extra=extra)
 
 
-def _resume(settings, argv) -> int:
+def _resume(settings, argv, given: dict) -> int:
     from . import tuning
 
-    return tuning.resume(prog=PROG, module="sweep.grid", argv=argv, settings=settings)
+    return tuning.resume(prog=PROG, module="sweep.grid", argv=argv, settings=settings,
+                         given=given)
 
 
 if __name__ == "__main__":

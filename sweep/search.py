@@ -228,8 +228,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = cli.merge_settings(args, DEFAULTS)
+        given = cli.given_keys(args)
+        if "seeds" in given:
+            raise SweepError("--seeds is not taken by a search: each proposal trains one seed and "
+                             "is judged by its val_acc; replicate chosen configurations with "
+                             "python -m sweep.grid --seeds N, then python -m sweep.settle")
         if settings["resume"]:
-            return _resume(settings, argv)
+            return _resume(settings, argv, cli.resumed_settings(settings, given, also=("n_trials",)))
         if settings["smoke"]:
             settings.update(n_trials=2, epochs=1, data_fraction=0.02)
         space = build_space(settings)
@@ -258,7 +263,7 @@ def _launch(settings, argv, space) -> int:
                          extra=extra, finish=finish_hook(storage, settings["name"], path))
 
 
-def _resume(settings, argv) -> int:
+def _resume(settings, argv, given: dict) -> int:
     """Add trials to the same study in a fresh Ray experiment; finished trials stay as they are."""
     from . import tuning
     from .recorder import TERMINAL, read_csv, write_csv, TRIAL_COLUMNS
@@ -280,8 +285,7 @@ def _resume(settings, argv) -> int:
         print(f"run {settings['name']!r} is already finished ({done} trials); add more with "
               "--n-trials N")
         return 0
-    saved = {**info["settings"], **{k: v for k, v in settings.items() if k in tuning.RESUMABLE
-                                    and v != cli.COMMON_DEFAULTS.get(k)}}
+    saved = {**info["settings"], **{k: v for k, v in given.items() if k in tuning.RESUMABLE}}
     storage, _ = open_storage(saved, folder.path)
     for row in rows:  # trials cut off with the last session are not rerun: record them as errors
         row["status"] = row["status"] if row["status"] in TERMINAL else "error"
@@ -292,6 +296,7 @@ def _resume(settings, argv) -> int:
                 ray_dir=f"ray-{session}")
     info["search"]["n_trials"] = done + more
     return tuning.resume(prog=PROG, module="sweep.search", argv=argv, settings=settings,
+                         given={k: v for k, v in given.items() if k in tuning.RESUMABLE},
                          make_tuner=make_tuner_factory(saved, space, storage, info["name"], more,
                                                        seed_offset=len(rows)),
                          info=info, finish=finish_hook(storage, info["name"], folder.path))

@@ -27,8 +27,7 @@ from .runfolder import (RunFolder, SweepError, check_location, command_line,  # 
 from .trainable import Execution, train_trial  # noqa: E402
 
 RAY_DIR = "ray"
-RESUMABLE = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures", "address",
-             "data_dir", "download", "report")  # flags a resume may change
+RESUMABLE = cli.RESUMABLE  # flags a resume may change (one list, in cli)
 
 
 def tune_config(settings: dict, **extra) -> tune.TuneConfig:
@@ -51,7 +50,8 @@ def launch(*, kind, prog, module, argv, settings, space, trials, make_tuner, ext
     return _run(prog, module, folder, settings, info, data, make_tuner, finish)
 
 
-def resume(*, prog, module, argv, settings, make_tuner=None, info=None, finish=None) -> int:
+def resume(*, prog, module, argv, settings, make_tuner=None, info=None, finish=None,
+           given: dict | None = None) -> int:
     """Continue run --name: finished trials are never rerun; a finished run exits 0."""
     if not settings["name"]:
         raise SweepError("--resume needs --name NAME of the run to continue")
@@ -62,8 +62,7 @@ def resume(*, prog, module, argv, settings, make_tuner=None, info=None, finish=N
     if info.get("status") == "finished" and done == total and make_tuner is None:
         print(f"run {settings['name']!r} is already finished ({done} trials); nothing to do")
         return 0
-    given = {k: v for k, v in settings.items() if k in RESUMABLE and v != cli.COMMON_DEFAULTS.get(k)}
-    settings = {**info["settings"], **given, "resume": True}
+    settings = {**info["settings"], **(given or {}), "resume": True}  # exactly the flags given
     data = load_cifar10(cli.data_dir_for(settings), download=bool(settings["download"]))
     folder.open()
     info["argv_resume"] = argv
@@ -116,6 +115,21 @@ def trainable_for(settings: dict, data_arrays: dict):
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus})
 
 
+def restore_tuner(path: str, trainable, settings: dict):
+    """Tuner.restore, with the resume's --max-failures applied: Ray restores the original
+    RunConfig (tuner.pkl) and has no public way to change it, so the failure config is replaced
+    on the restored tuner (Ray 2.60's TunerInternal._run_config, a dataclass)."""
+    import dataclasses
+
+    tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+                               resume_errored=True)
+    local = getattr(tuner, "_local_tuner", None)
+    if local is not None and dataclasses.is_dataclass(getattr(local, "_run_config", None)):
+        failure = tune.FailureConfig(max_failures=settings["max_failures"])
+        local._run_config = dataclasses.replace(local._run_config, failure_config=failure)
+    return tuner
+
+
 def run_config(folder: RunFolder, settings: dict, info: dict, ray_dir: str = RAY_DIR):
     return tune.RunConfig(
         name=ray_dir, storage_path=folder.path, verbose=0,
@@ -132,9 +146,8 @@ def run_sweep(*, folder: RunFolder, settings: dict, info: dict, make_tuner, data
     try:
         trainable = trainable_for(settings, data_arrays)
         if settings["resume"] and make_tuner is None:
-            tuner = tune.Tuner.restore(os.path.join(folder.path, info.get("ray_dir", RAY_DIR)),
-                                       trainable=trainable,
-                                       resume_unfinished=True, resume_errored=True)
+            tuner = restore_tuner(os.path.join(folder.path, info.get("ray_dir", RAY_DIR)),
+                                  trainable, settings)
         else:
             tuner = make_tuner(trainable, run_config(folder, settings, info,
                                                      info.get("ray_dir", RAY_DIR)))

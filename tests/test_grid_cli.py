@@ -320,3 +320,20 @@ def test_ray_workers_start_with_one_malloc_arena_unless_opted_out(monkeypatch):
     tuning.start_ray(None)
     assert [c.get("runtime_env") for c in calls] == [
         {"env_vars": {"MALLOC_ARENA_MAX": "1"}}, {"env_vars": {"MALLOC_ARENA_MAX": "1"}}, None]
+
+
+@pytest.mark.parametrize("argv, refused", [(["--epochs", "5"], "--epochs"),
+                                           (["--transform", "none", "--seeds", "2"], "--seeds, --transform")])
+def test_resume_refuses_flags_that_would_change_the_run(capsys, tmp_path, argv, refused):
+    code, lines, err = run(capsys, "--resume", "--name", "x", "--results-dir", tmp_path, *argv)
+    assert code == 2 and lines == [] and len(err.strip().splitlines()) == 1
+    assert f"{refused} would change it" in err
+
+
+def test_resume_takes_exactly_the_resumable_flags_given():
+    from sweep import cli
+
+    args = grid.build_parser().parse_args(["--resume", "--name", "x", "--max-failures", "2"])
+    settings = cli.merge_settings(args, grid.DEFAULTS)
+    given = cli.resumed_settings(settings, cli.given_keys(args))
+    assert given == {"max_failures": 2}  # given explicitly, though 2 is also the default

@@ -389,3 +389,19 @@ def test_smoke_run_on_real_cifar10(real_cifar_dir, tmp_path):
     assert {t["data_fraction"] for t in trials} == {"0.02"}
     assert all(0 <= float(t["final_test_acc"]) <= 1 for t in trials)
     assert len(rows(tmp_path / "smoke", "epochs.csv")) == 2
+
+
+def test_resume_applies_the_max_failures_it_is_given(finished_run):
+    from sweep import tuning
+    from sweep.trainable import train_trial
+
+    settings = {"max_failures": 5}
+    tuner = tuning.restore_tuner(str(finished_run["folder"] / "ray"), train_trial, settings)
+    assert tuner._local_tuner._run_config.failure_config.max_failures == 5
+
+
+def test_resume_refuses_flags_that_would_change_the_run(finished_run):
+    done = grid(["--resume", "--name", "main", "--results-dir", finished_run["results"],
+                 "--epochs", "5"], finished_run["env"])
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--epochs would change it" in done.stderr and len(done.stderr.strip().splitlines()) == 1
