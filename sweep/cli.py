@@ -183,10 +183,26 @@ def given_keys(args: argparse.Namespace) -> set[str]:
     return keys
 
 
+def saved_settings(settings: dict) -> dict | None:
+    """The settings run.json recorded for run --name, or None when there is no such run (the
+    resume itself says so). Read here, without Ray, so a refusal never starts it."""
+    import json
+
+    path = os.path.join(settings["results_dir"], settings["name"] or "", "run.json")
+    try:
+        with open(path) as f:
+            return json.load(f).get("settings", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def resumed_settings(settings: dict, given: set[str], *, also: tuple = ()) -> dict:
-    """The flags a resume applies: exactly those given among RESUMABLE (+ `also`); any other
-    given flag would change a finished experiment and is refused with one line naming it."""
-    refused = sorted(given - set(RESUMABLE) - set(RUN_FLAGS) - set(also))
+    """The flags a resume applies: exactly those given among RESUMABLE (+ `also`). Any other
+    flag given with a value the run did not record would change the experiment and is refused
+    with one line naming it (restating a recorded value is fine)."""
+    saved = saved_settings(settings)
+    fixed = given - set(RESUMABLE) - set(RUN_FLAGS) - set(also)
+    refused = sorted(k for k in fixed if saved is not None and saved.get(k) != settings[k])
     if refused:
         names = ", ".join("--" + k.replace("_", "-") for k in refused)
         raise SweepError(f"--resume continues run {settings['name']!r} as it was defined; {names} "

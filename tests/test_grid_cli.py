@@ -323,9 +323,18 @@ def test_ray_workers_start_with_one_malloc_arena_unless_opted_out(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, refused", [(["--epochs", "5"], "--epochs"),
-                                           (["--transform", "none", "--seeds", "2"], "--seeds, --transform")])
+                                           (["--transform", "none", "--seeds", "2"], "--seeds, --transform"),
+                                           (["--epochs", "10", "--seeds", "1"], None)])
 def test_resume_refuses_flags_that_would_change_the_run(capsys, tmp_path, argv, refused):
+    import json
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "run.json").write_text(json.dumps(
+        {"settings": dict(grid.DEFAULTS, name="x", results_dir=str(tmp_path))}))
     code, lines, err = run(capsys, "--resume", "--name", "x", "--results-dir", tmp_path, *argv)
+    if refused is None:  # restating what the run recorded changes nothing: not refused here
+        assert "would change it" not in err
+        return
     assert code == 2 and lines == [] and len(err.strip().splitlines()) == 1
     assert f"{refused} would change it" in err
 
