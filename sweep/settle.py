@@ -66,7 +66,7 @@ def read_run(path: str) -> tuple[dict, pd.DataFrame]:
 
 def design(info: dict, trials: pd.DataFrame, args) -> dict:
     """The settle design (alpha, K, planned looks): new, or the one this run already started."""
-    from .report.sequential import schedule
+    from .report.sequential import WEIGHT_POWER, schedule
 
     seeds = int(pd.to_numeric(trials["seed"]).max()) + 1
     old = info.get("settle")
@@ -84,7 +84,8 @@ def design(info: dict, trials: pd.DataFrame, args) -> dict:
     if k < seeds:
         raise SweepError(f"--max-seeds={k} is below the {seeds} seeds this run already has")
     return {"alpha": alpha, "max_seeds": k, "initial_seeds": seeds,
-            "looks": list(schedule(seeds, k)), "rounds": [], "status": "running"}
+            "looks": list(schedule(seeds, k)), "weight_power": WEIGHT_POWER, "rounds": [],
+            "status": "running"}
 
 
 def judged(path: str, plan: dict):

@@ -25,7 +25,7 @@ STUDIES = 4000  # simulated studies per check: Monte-Carlo SE of a 5% rate is 0.
 def test_schedule_and_weights():
     assert schedule(3, 10) == (3, 5, 8, 10) and schedule(1, 3) == (1, 3) and schedule(3, 3) == (3,)
     assert weights((1, 3))[0] == 0.0  # one seed cannot test
-    assert np.all(np.diff(weights((3, 5, 8, 10))) > 0)
+    assert np.all(np.diff(weights((3, 5, 8, 10))) > 0) and weights((3, 5, 8, 10))[-1] == 1.0
 
 
 def test_naive_repeated_testing_would_inflate_the_error():
@@ -71,19 +71,18 @@ def test_a_family_of_null_claims_keeps_the_family_wise_error_with_holm():
     assert any_wrong.mean() <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / STUDIES)
 
 
-def test_one_sd_effect_is_found_by_ten_seeds_nearly_as_often_as_a_fixed_design():
-    """Power at an effect of one SD of the per-seed effect, K = 10. A fixed 10-seed t-test has
-    80.3% (noncentral t); no valid two-sided test on the same 10 seeds can have more, so the
-    sequential rule is held to within 3 points of it, and to >= 80% at 1.1 SD."""
+def test_one_sd_effect_is_decisive_by_ten_seeds_in_80_percent_of_studies():
+    """Power at an effect of one SD of the per-seed effect, looks 3, 5, 8, 10: >= 80% over
+    100 000 studies (400 000 gave 80.22%, Monte-Carlo SE 0.06), against the fixed 10-seed
+    t-test's 80.3% (noncentral t), the most an unbiased two-sided test can have there."""
     from scipy import stats
 
-    rng = np.random.default_rng(4)
     looks = schedule(3, 10)
     crit = stats.t.ppf(1 - ALPHA / 2, 9)
     fixed = stats.nct.sf(crit, 9, math.sqrt(10)) + stats.nct.cdf(-crit, 9, math.sqrt(10))
-    power = simulate(1.0, looks, STUDIES, rng, ALPHA)
-    assert power["decisive"] >= fixed - 0.03 and power["wrong"] == 0.0
-    assert simulate(1.1, looks, STUDIES, rng, ALPHA)["decisive"] >= 0.80
+    power = simulate(1.0, looks, 100_000, np.random.default_rng(4), ALPHA)
+    assert power["decisive"] >= 0.80 and power["wrong"] == 0.0
+    assert fixed - power["decisive"] < 0.01  # the early looks cost under a point of power
 
 
 def test_sequential_p_is_the_plain_p_for_one_look():
