@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .claims import judge_all, settle_design
+from .claims import judge_all, settle_design, with_gap
 from .fmt import NAMES, level, sort_levels
 from .importance import Importance, SearchInfo, importance, search_info
 from .load import CONFIG, EPOCH_METRICS, FINISHED, Run, LEARNED
@@ -96,7 +96,7 @@ def _group_row(group: pd.DataFrame, column: str = "final_test_acc") -> dict:
     return {"label": "|".join(labels), "n": len(group), "n_done": acc.n, "mean": acc.mean,
             "std": acc.std, "half": acc.half, "test_loss": done["final_test_loss"].mean(),
             "train_acc": done["final_train_acc"].mean(),
-            "gap": (done["final_train_acc"] - done["final_test_acc"]).mean(),
+            "gap": with_gap(done)["gap"].mean(),  # eval-mode, as the overfitting claims use
             "statuses": status_text(group["status"]),
             "first_seed": int(done["seed"].min()) if len(done) else int(group["seed"].min()),
             "runs": ", ".join(sorted(set(group["run"].astype(str)))) if "run" in group else ""}
