@@ -9,7 +9,7 @@ split is cut to EVAL_IMAGES so it costs little). Set-ups per transform level:
 * project: `fit(..., threads=T, channels_last=C)` for T in THREADS and C in (True, False);
 * concurrent: CONCURRENT processes (spawn) each running `fit(..., threads=1)` at once, released
   together by a barrier; their img/s summed. This answers "threads per trial or trials at once".
-  Also with glibc's default malloc settings (cifar_core.train.tune_allocator off), to show what
+  Also with glibc's default malloc settings (cifar_core.process.tune_allocator off), to show what
   keeping activation buffers in the heap is worth;
 * fused: CONCURRENT processes each training FUSE configurations of one fused stack
   (`fit_fused`, the grid's `--fuse N`): the members differ in regulariser, optimiser and lr like a
@@ -20,7 +20,7 @@ split is cut to EVAL_IMAGES so it costs little). Set-ups per transform level:
 Two set-up figures ride along: the evaluation pass of a fused stack at EVAL_BATCHES images a batch
 (what picked cifar_core.train.EVAL_BATCH), and a forward + backward pass whose weights are so small
 that its products are subnormal floats, with the CPU's flush-to-zero off and on (what
-cifar_core.train.flush_denormals is worth once an L2 penalty has decayed the weights).
+cifar_core.process.flush_denormals is worth once an L2 penalty has decayed the weights).
 
 Run through `python -m benchmarks --only throughput`; `measure_throughput` is the entry point.
 """
@@ -38,13 +38,13 @@ from queue import Empty
 import torch
 import torch.nn.functional as F
 
-from cifar_core import fused
 from cifar_core.augment import train_batch
 from cifar_core.config import TrialConfig
 from cifar_core.data import CifarData
-from cifar_core.fused import fit_fused
 from cifar_core.models import build_model
-from cifar_core.train import ALLOCATOR_ENV, fit
+from cifar_core import train
+from cifar_core.process import ALLOCATOR_ENV, setup_process
+from cifar_core.train import fit, fit_fused
 from sweep.grid import FUSE as GRID_FUSE
 from sweep.space import DEFAULT_GRID, expand_grid
 
@@ -88,11 +88,11 @@ def project_epoch(data: CifarData, transform: str, *, threads: int, channels_las
                   fuse: int = 1) -> dict:
     """One epoch of `fit` (or of `fit_fused` with `fuse` members) at this many threads and layout;
     images count member-images."""
+    setup_process(threads)  # as the entry points do
     if fuse == 1:
-        (result,) = fit(bench_config(transform), data, "cpu", threads=threads,
-                        channels_last=channels_last)
+        (result,) = fit(bench_config(transform), data, "cpu", channels_last=channels_last)
     else:
-        (results,) = fit_fused(fused_configs(transform, fuse), data, "cpu", threads=threads,
+        (results,) = fit_fused(fused_configs(transform, fuse), data, "cpu",
                                channels_last=channels_last)
         result = results[0]
     images = len(data.train_y) * fuse
@@ -162,7 +162,7 @@ class SetUp:
     channels_last: bool | None = None
     trials: int = 1
     fuse: int = 1  # configs per fused stack (member-images counted)
-    allocator: bool = True  # cifar_core.train.tune_allocator applied
+    allocator: bool = True  # cifar_core.process.tune_allocator applied
 
 
 def setups(seed_threads: int, fuse=FUSE) -> list[SetUp]:
@@ -241,14 +241,14 @@ def eval_batches(data: CifarData, batches=EVAL_BATCHES, members: int = 4, repeat
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     cfgs = fused_configs("augment+normalize", members)
-    state = fused.FusedState.create(cfgs, torch.device("cpu"))
+    state = train.FusedState.create(cfgs, torch.device("cpu"))
     out = {}
     try:
         for batch in batches:
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
-                fused._evaluate(state, cfgs[0].transform, data.test_x, data.test_y, list(range(members)),
+                train._evaluate(state, cfgs[0].transform, data.test_x, data.test_y, list(range(members)),
                                 torch.channels_last, contextlib.nullcontext, batch=batch)
                 times.append(time.perf_counter() - start)
             out[batch] = min(times)
@@ -284,7 +284,7 @@ def subnormal_steps(scale: float = SUBNORMAL_SCALE, steps: int = 5, batch: int =
                 times.append(time.perf_counter() - start)
             out[name] = 1000 * statistics.median(times)
     finally:
-        torch.set_flush_denormal(True)  # as fit leaves it
+        torch.set_flush_denormal(True)  # as setup_process leaves it
         torch.set_num_threads(before_threads)
     return out
 

@@ -13,6 +13,7 @@ import sys
 
 from .config import MODELS, OPTIMISERS, REGULARISERS, TRANSFORMS, ConfigError, TrialConfig
 from .data import DataError, load_cifar10
+from .process import setup_process
 from .train import TrainState, fit, resolve_device
 
 _HELP = {
@@ -65,10 +66,11 @@ def main(argv=None) -> int:
     except (ConfigError, DataError) as err:
         print(f"python -m cifar_core: error: {err}", file=sys.stderr)
         return 2
+    setup_process(run["threads"])
     device = resolve_device(run["device"])
     state = TrainState.create(cfg, device)
     status = "completed"
-    for result in fit(cfg, data, device, state=state, threads=run["threads"], amp=run["amp"]):
+    for result in fit(cfg, data, device, state=state, amp=run["amp"]):
         print(json.dumps(result.to_dict()), flush=True)
         status = "completed" if result.status == "ok" else result.status
     if run["save"]:

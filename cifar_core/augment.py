@@ -5,7 +5,7 @@ RandomHorizontalFlip(0.5), RandomVerticalFlip(0.2), RandomRotation(30),
 RandomAdjustSharpness(0.4), then Normalize). Here each op takes explicit per-image parameters and
 matches torchvision's tensor functional op on every image of the batch; `draw_params` draws those
 parameters for a whole batch at once, so every image gets its own. Entry points: `train_batch`
-(augments when the level says so) and `test_batch` (never augments).
+(augments when the level says so) and `eval_batch` (never augments).
 """
 from __future__ import annotations
 
@@ -177,10 +177,9 @@ def train_batch(x_uint8: torch.Tensor, transform: str, generator: torch.Generato
     return _normalize_(x) if "normalize" in transform else x
 
 
-def test_batch(x_uint8: torch.Tensor, transform: str) -> torch.Tensor:
+def eval_batch(x_uint8: torch.Tensor, transform: str) -> torch.Tensor:
     """An evaluation batch: /255 and normalisation if the level has it; never augments."""
     x = _to_float(x_uint8, transform)
     return _normalize_(x) if "normalize" in transform else x
 
 
-test_batch.__test__ = False  # a test module that imports it by name must not have pytest collect it

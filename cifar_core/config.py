@@ -28,6 +28,11 @@ _CHOICES = {"transform": TRANSFORMS, "model": MODELS, "regulariser": REGULARISER
             "optimiser": OPTIMISERS}
 
 
+# What configurations must share to train as one stack (cifar_core.fused): the architecture,
+# the input pipeline and the schedule; they may differ in regulariser, lam, optimiser, lr, seed.
+SHARED = ("model", "transform", "epochs", "batch_size", "data_fraction", "final_relu")
+
+
 class ConfigError(ValueError):
     """A bad hyperparameter: the message names the key, the value and what is allowed."""
 

@@ -14,103 +14,33 @@
 `CifarData.to_numpy()` / `from_numpy()` carry the tensors through Ray's object store without a
 copy; `holdout()` carves the fixed, stratified validation split out of the training split, and
 `subset()` draws the seeded, stratified training subset a trial asks for from what is left.
+
+The pieces live below this module, which re-exports them (imports run one way, no cycle):
+`cifar_core.layout` (class names, layouts, `resolve_data_dir`, `check_data_dir`; no torch),
+`cifar_core.errors` (DataError; no torch), `cifar_core.dataset` (CifarData) and
+`cifar_core.sources` (the readers of both layouts).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-           "dog", "frog", "horse", "ship", "truck")  # label order = sorted order
-SPLITS = ("train", "test")
-CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
-BATCHES = "cifar-10-batches-py"
-_FIELDS = ("train_x", "train_y", "test_x", "test_y")
-_HOW_TO_GET = ("pass --download to let torchvision fetch it, or unpack the image-folder copy: "
-               "tar xzf cifar10-jpeg.tar.gz -C {dir}")
+from .dataset import CifarData
+from .errors import DataError
+from .layout import (BATCHES, CACHE_VERSION, CLASSES, DEFAULT_DATA_DIR, SPLITS, check_data_dir,
+                     resolve_data_dir)
+from .sources import download_batches, load_batches, load_image_folders
 
-
-class DataError(ValueError):
-    """Unusable data; the one-line message names the problem, the path or value, and what works."""
-
-
-@dataclass(frozen=True)
-class CifarData:
-    """Images as uint8 (N, 3, H, W) and labels as int64 (N,), for both splits.
-
-    Tensors built by `from_numpy` on read-only arrays share that memory and must never be written
-    to (augment into new tensors, e.g. `x.float()` or `x[idx]`).
-    """
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-    def __post_init__(self):
-        for split in SPLITS:
-            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
-            if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
-                raise DataError(f"{split}_x is {x.dtype} {tuple(x.shape)}; "
-                                f"expected uint8 (N, 3, H, W)")
-            if y.dtype != torch.int64 or y.shape != (len(x),):
-                raise DataError(f"{split}_y is {y.dtype} {tuple(y.shape)}; "
-                                f"expected int64 ({len(x)},)")
-        if self.train_x.shape[1:] != self.test_x.shape[1:]:
-            raise DataError(f"train images are {tuple(self.train_x.shape[1:])} but test images are "
-                            f"{tuple(self.test_x.shape[1:])}; both splits must match")
-
-    def to_numpy(self) -> dict[str, np.ndarray]:
-        """The four arrays by field name, sharing memory (for `ray.put`)."""
-        return {name: getattr(self, name).numpy() for name in _FIELDS}
-
-    @classmethod
-    def from_numpy(cls, arrays: dict) -> CifarData:
-        """Wrap `to_numpy()`'s arrays without copying; read-only ones (`ray.get`) stay read-only.
-
-        Never write to the result's tensors: they may be Ray's shared memory for the whole node.
-        """
-        missing = [name for name in _FIELDS if name not in arrays]
-        if missing:
-            raise DataError(f"from_numpy got keys {sorted(arrays)}; missing {missing}")
-        with warnings.catch_warnings():  # torch warns once about read-only arrays; we never write
-            warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
-            return cls(**{name: torch.from_numpy(arrays[name]) for name in _FIELDS})
-
-
-DEFAULT_DATA_DIR = "~/.cache/cifar10"  # the Makefile's CIFAR10_DIR default too (one rule)
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """The data directory as an absolute path: the argument, else $CIFAR10_DIR, else
-    ~/.cache/cifar10 (where `make` unpacks the shared copy)."""
-    chosen = data_dir if data_dir not in (None, "") else (os.environ.get("CIFAR10_DIR")
-                                                          or DEFAULT_DATA_DIR)
-    return Path(chosen).expanduser().absolute()
-
-
-def check_data_dir(data_dir=None, *, download: bool = False) -> Path:
-    """The data directory when it holds CIFAR-10 in a known layout (or --download may fetch
-    it), else DataError: load_cifar10's check without decoding anything (for --dry-run)."""
-    root = resolve_data_dir(data_dir)
-    if (root / "train").is_dir() or (root / BATCHES).is_dir() or download:
-        return root
-    state = "does not exist" if not root.exists() else "holds no CIFAR-10"
-    raise DataError(f"data dir {root} {state}: expected image folders train/<class>/* and "
-                    f"test/<class>/* or torchvision's {BATCHES}/; {_HOW_TO_GET.format(dir=root)}")
+__all__ = ["BATCHES", "CACHE_VERSION", "CLASSES", "DEFAULT_DATA_DIR", "HOLDOUT_SEED", "SPLITS",
+           "TRAIN_EVAL_SEED", "TRAIN_EVAL_SIZE", "CifarData", "DataError", "check_data_dir",
+           "holdout", "holdout_index", "load_cifar10", "resolve_data_dir", "subset", "synthetic",
+           "train_eval_index"]
 
 
 def load_cifar10(data_dir=None, *, download: bool = False, cache_dir=None) -> CifarData:
     """Both CIFAR-10 splits from `data_dir` (image folders first, else torchvision's pickles)."""
     root = check_data_dir(data_dir, download=download)
-    from .sources import download_batches, load_batches, load_image_folders
-
     if (root / "train").is_dir():
         return load_image_folders(root, cache_dir)
     if download and not (root / BATCHES).is_dir():

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import BATCHES, CACHE_VERSION, CLASSES, SPLITS, CifarData, DataError
+from .dataset import CifarData
+from .errors import DataError
+from .layout import BATCHES, CACHE_VERSION, CLASSES, SPLITS
 
 
 # --- image folders ---------------------------------------------------------------------------

@@ -10,10 +10,9 @@ import argparse
 import os
 import sys
 
-import yaml
-
 from .runfolder import SweepError
-from .space import AXES, DEFAULT_SCALARS
+from .settings import Settings
+from .space import AXES
 
 AXIS_HELP = {
     "transform": "input transforms: none, augment, normalize, augment+normalize",
@@ -68,39 +67,13 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="write the Markdown report when the sweep ends")
 
 
-COMMON_DEFAULTS = {
-    "seeds": 1, **DEFAULT_SCALARS, "data_dir": None, "download": False,
-    "results_dir": "results", "name": None, "resume": False, "address": None,
-    "cpus_per_trial": 1.0, "gpus_per_trial": None, "max_concurrent": None, "max_failures": 2,
-    "channels_last": True, "amp": "none", "smoke": False, "report": False, "val_size": 0,
-}
-
-
-def merge_settings(args: argparse.Namespace, defaults: dict) -> dict:
-    """defaults <- YAML file <- flags; unknown YAML keys are an error naming them."""
-    flags = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
-    from_file = load_yaml(args.config, allowed=set(defaults)) if args.config else {}
-    return {**defaults, **from_file, **flags}
-
-
-def load_yaml(path: str, *, allowed: set) -> dict:
-    try:
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
-    except OSError as err:
-        raise SweepError(f"--config={path!r} cannot be read: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0]
-        raise SweepError(f"--config={path!r} is not plain YAML ({first}); only plain "
-                         "mappings, lists, strings and numbers are read (yaml.safe_load)") from None
-    if not isinstance(values, dict):
-        raise SweepError(f"--config={path!r} must hold a mapping of keys to values")
-    values = {str(k).replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise SweepError(f"--config={path!r}: unknown key(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join(sorted(allowed))}")
-    return values
+def parse_settings(parser: argparse.ArgumentParser, argv: list[str],
+                   defaults: dict | None = None) -> Settings:
+    """The invocation's Settings: `defaults` (the entry point's own) <- --config YAML <- flags.
+    The keys allowed in YAML are exactly the parser's flags."""
+    args = parser.parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k != "config"}
+    return Settings.build(flags, config=args.config, defaults=defaults, allowed=set(flags))
 
 
 def as_list(value) -> list:
@@ -112,100 +85,80 @@ def as_list(value) -> list:
     return [value]
 
 
-_LIMITS = {  # key: (types, test, what to use); every other key is a count
-    "gpus_per_trial": ((int, float), lambda v: v >= 0, "a number >= 0"),
-    "cpus_per_trial": ((int, float), lambda v: v > 0, "a number > 0"),
-}
-_COUNT = (int, lambda v: v >= 1, "an integer >= 1")
-
-
-def check_positive(settings: dict, *keys: str) -> None:
-    for key in keys:
-        value = settings.get(key)
-        kinds, ok, allowed = _LIMITS.get(key, _COUNT)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)
-                                  or not ok(value)):
-            raise SweepError(f"--{key.replace('_', '-')}={value!r} is not allowed; use {allowed}")
-
-
 def fail(prog: str, err: Exception) -> int:
     print(f"{prog}: error: {err}", file=sys.stderr)
     return 2
 
 
-def data_dir_for(settings: dict) -> str | None:
-    return settings["data_dir"] or os.environ.get("CIFAR10_DIR")
+def data_dir_for(settings: Settings) -> str | None:
+    return settings.data_dir or os.environ.get("CIFAR10_DIR")
 
 
-def check_resources(settings: dict) -> None:
+def check_resources(settings: Settings) -> None:
     """Refuse, before Ray waits, trials this machine can never start (a local run only: a
     cluster's resources are its own, and its autoscaler may add nodes)."""
-    if settings.get("address"):
+    if settings.address:
         return
     cpus = os.cpu_count() or 1
-    if (settings.get("cpus_per_trial") or 0) > cpus:
-        raise SweepError(f"--cpus-per-trial={settings['cpus_per_trial']!r} is more than this "
+    if settings.cpus_per_trial > cpus:
+        raise SweepError(f"--cpus-per-trial={settings.cpus_per_trial!r} is more than this "
                          f"machine's {cpus} CPUs, so no trial could ever start; use at most {cpus} "
                          "or join a cluster with --address")
-    if (settings.get("gpus_per_trial") or 0) > 0:
+    if (settings.gpus_per_trial or 0) > 0:
         import torch
 
         if not torch.cuda.is_available():
-            raise SweepError(f"--gpus-per-trial={settings['gpus_per_trial']!r}: this machine has "
+            raise SweepError(f"--gpus-per-trial={settings.gpus_per_trial!r}: this machine has "
                              "no GPU, so no trial could ever start; drop the flag or use --address")
 
 
-def preflight(settings: dict, name: str | None) -> None:
+def preflight(settings: Settings, name: str | None) -> None:
     """Every check a real run makes before Ray starts, for --dry-run too: the run folder's name
     and place, an existing run of that name, the data dir and the resources."""
-    from cifar_core.data import check_data_dir
+    from cifar_core.layout import check_data_dir
 
     from .runfolder import RunFolder, check_location
 
     if name:
-        RunFolder(check_location(settings["results_dir"], name), resume=False).refuse_existing()
+        RunFolder(check_location(settings.results_dir, name), resume=False).refuse_existing()
     else:
-        check_location(settings["results_dir"], "probe")
-    check_data_dir(data_dir_for(settings), download=bool(settings.get("download")))
+        check_location(settings.results_dir, "probe")
+    check_data_dir(data_dir_for(settings), download=settings.download)
     check_resources(settings)
 
 
-RESUMABLE = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures", "address",
-             "data_dir", "download", "report")  # flags a resume may change
-RUN_FLAGS = ("resume", "name", "results_dir")  # which run a resume continues
+def resume_folder(settings: Settings):
+    """The run folder --resume --name continues, or SweepError naming what is missing."""
+    from .runfolder import RunFolder, check_location
+
+    if not settings.name:
+        raise SweepError("--resume needs --name NAME of the run to continue")
+    folder = RunFolder(check_location(settings.results_dir, settings.name), resume=True)
+    folder.require_existing()
+    return folder
 
 
-def given_keys(args: argparse.Namespace) -> set[str]:
-    """The keys this invocation set explicitly, on the command line or in --config."""
-    keys = {k for k, v in vars(args).items() if v is not None and k != "config"}
-    if getattr(args, "config", None):
-        keys |= set(load_yaml(args.config, allowed=set(vars(args)) | {"dry_run"}))
-    return keys
+def already_finished(folder, info: dict) -> bool:
+    """True (and says so) when every trial of a finished run is done: a resume has nothing to do."""
+    done, total = folder.finished_trials()
+    if info.get("status") == "finished" and done == total:
+        print(f"run {os.path.basename(folder.path)!r} is already finished ({done} trials); "
+              "nothing to do")
+        return True
+    return False
 
 
-def saved_settings(settings: dict) -> dict | None:
-    """The settings run.json recorded for run --name, or None when there is no such run (the
-    resume itself says so). Read here, without Ray, so a refusal never starts it."""
-    import json
-
-    path = os.path.join(settings["results_dir"], settings["name"] or "", "run.json")
+def saved_settings(settings: Settings) -> dict:
+    """The settings run.json recorded for run --name ({} when it has none). Read here, without
+    Ray, so a refusal never starts it."""
+    folder = resume_folder(settings)  # SweepError when there is no such run
     try:
-        with open(path) as f:
-            return json.load(f).get("settings", {})
+        return folder.read_info().get("settings", {})
     except (OSError, ValueError, AttributeError):
-        return None
+        return {}
 
 
-def resumed_settings(settings: dict, given: set[str], *, also: tuple = ()) -> dict:
-    """The flags a resume applies: exactly those given among RESUMABLE (+ `also`). Any other
-    flag given with a value the run did not record would change the experiment and is refused
-    with one line naming it (restating a recorded value is fine)."""
-    saved = saved_settings(settings)
-    fixed = given - set(RESUMABLE) - set(RUN_FLAGS) - set(also)
-    refused = sorted(k for k in fixed if saved is not None and saved.get(k) != settings[k])
-    if refused:
-        names = ", ".join("--" + k.replace("_", "-") for k in refused)
-        raise SweepError(f"--resume continues run {settings['name']!r} as it was defined; {names} "
-                         f"would change it (a resume takes only "
-                         f"{', '.join('--' + k.replace('_', '-') for k in (*RESUMABLE, *also))})")
-    return {k: settings[k] for k in given if k in RESUMABLE or k in also}
+def resumed_settings(settings: Settings, *, also: tuple = ()) -> Settings:
+    """The settings a --resume of run --name runs with (Settings.resumed: the flags given among
+    RESUMABLE + `also` applied, any other flag that would change the run refused)."""
+    return settings.resumed(saved_settings(settings), also=also)

@@ -14,19 +14,18 @@ from __future__ import annotations
 import sys
 
 from cifar_core.config import ConfigError
-from cifar_core.data import DataError
-from cifar_core.fused import SHARED
+from cifar_core.errors import DataError
+from cifar_core.config import SHARED
 
 from . import cli
 from .runfolder import SweepError
+from .settings import Settings
 from .space import (AXES, DEFAULT_GRID, SEED_EXPERIMENTS, SMOKE_GRID,
                     SMOKE_SCALARS, describe, expand_grid, seed_preset)
 
 PROG = "python -m sweep.grid"
 FUSE = 4  # configs per Ray trial: 2 stacks of 4 at 1 thread each beat 2 solo trials ~1.5-1.9x
-DEFAULTS = {**cli.COMMON_DEFAULTS, **{axis: None for axis in AXES}, "preset": None,
-            "dry_run": False, "fuse": FUSE}
-EXECUTION = ("max_concurrent", "gpus_per_trial", "cpus_per_trial")  # checked for a resume too
+DEFAULTS = {"fuse": FUSE}  # the rest: sweep.settings.Settings
 
 
 def build_parser():
@@ -41,35 +40,34 @@ def build_parser():
     return p
 
 
-def build_trials(settings: dict) -> list[dict]:
+def build_trials(settings: Settings) -> list[dict]:
     """The trial dicts this invocation runs (validated; ConfigError names a bad value)."""
-    cli.check_positive(settings, "seeds", "epochs", "batch_size", *EXECUTION)
-    if settings["smoke"]:
+    if settings.smoke:
         return expand_grid(SMOKE_GRID, seeds=1, **SMOKE_SCALARS)
-    scalars = {"epochs": settings["epochs"], "batch_size": settings["batch_size"]}
-    if settings["preset"] == "seed":
-        given = [a for a in AXES if settings[a] is not None and a != "final_relu"]
+    scalars = {"epochs": settings.epochs, "batch_size": settings.batch_size}
+    if settings.preset == "seed":
+        given = [a for a in AXES if getattr(settings, a) is not None and a != "final_relu"]
         if given:
             raise SweepError(f"--preset seed fixes every axis but --final-relu; "
                              f"drop --{given[0].replace('_', '-')}")
-        relu = [True] if settings["final_relu"] is None else cli.as_list(settings["final_relu"])
-        return seed_preset(seeds=settings["seeds"], final_relu=relu, **scalars)
-    axes = {a: DEFAULT_GRID[a] if settings[a] is None else cli.as_list(settings[a]) for a in AXES}
+        relu = [True] if settings.final_relu is None else cli.as_list(settings.final_relu)
+        return seed_preset(seeds=settings.seeds, final_relu=relu, **scalars)
+    values = {a: getattr(settings, a) for a in AXES}
+    axes = {a: DEFAULT_GRID[a] if v is None else cli.as_list(v) for a, v in values.items()}
     empty = [a for a in AXES if not axes[a]]
     if empty:
         raise SweepError(f"--{empty[0].replace('_', '-')} is empty; give at least one value")
-    return expand_grid(axes, seeds=settings["seeds"], **scalars)
+    return expand_grid(axes, seeds=settings.seeds, **scalars)
 
 
-def fuse_groups(trials: list[dict], settings: dict) -> list[list[dict]] | None:
-    """Trials sharing cifar_core.fused.SHARED, in chunks of at most --fuse; None when it is 1."""
-    cli.check_positive(settings, "fuse")
-    if settings["fuse"] == 1:
+def fuse_groups(trials: list[dict], fuse: int) -> list[list[dict]] | None:
+    """Trials sharing cifar_core.config.SHARED, in chunks of at most `fuse`; None when it is 1."""
+    if fuse == 1:
         return None
     by_shared: dict[tuple, list[dict]] = {}
     for trial in trials:
         by_shared.setdefault(tuple(str(trial[k]) for k in SHARED), []).append(trial)
-    n = settings["fuse"]
+    n = fuse
     return [group[i:i + n] for group in by_shared.values() for i in range(0, len(group), n)]
 
 
@@ -93,21 +91,19 @@ def dry_run(trials: list[dict], groups: list[list[dict]] | None = None) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
     try:
-        settings = cli.merge_settings(args, DEFAULTS)
-        if settings["resume"]:
-            if settings["dry_run"]:
+        settings = cli.parse_settings(build_parser(), argv, DEFAULTS)
+        if settings.resume:
+            if settings.dry_run:
                 raise SweepError("--dry-run lists a new sweep's trials; drop it with --resume")
-            cli.check_positive(settings, *EXECUTION)
-            return _resume(settings, argv, cli.resumed_settings(settings, cli.given_keys(args)))
+            return _resume(cli.resumed_settings(settings), argv)
         trials = build_trials(settings)
-        groups = fuse_groups(trials, settings)
-        cli.preflight(settings, settings["name"])
-        if settings["dry_run"]:
+        groups = fuse_groups(trials, settings.fuse)
+        cli.preflight(settings, settings.name)
+        if settings.dry_run:
             dry_run(trials, groups)
             return 0
-        space = {"preset": settings["preset"], "smoke": settings["smoke"], "seeds": settings["seeds"],
+        space = {"preset": settings.preset, "smoke": settings.smoke, "seeds": settings.seeds,
                  "axes": {a: sorted({str(t[a]) for t in trials}) for a in AXES}}
         return _launch(settings, argv, trials, space, groups)
     except (SweepError, ConfigError, DataError) as err:
@@ -134,11 +130,13 @@ def _launch(settings, argv, trials, space, groups=None) -> int:
                          extra=extra)
 
 
-def _resume(settings, argv, given: dict) -> int:
+def _resume(settings: Settings, argv) -> int:
+    folder = cli.resume_folder(settings)  # a missing or finished run is answered without Ray
+    if cli.already_finished(folder, folder.read_info()):
+        return 0
     from . import tuning
 
-    return tuning.resume(prog=PROG, module="sweep.grid", argv=argv, settings=settings,
-                         given=given)
+    return tuning.resume(prog=PROG, module="sweep.grid", argv=argv, settings=settings)
 
 
 if __name__ == "__main__":

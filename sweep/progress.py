@@ -10,6 +10,8 @@ import time
 
 from ray import tune
 
+from .schema import configurations
+
 
 
 class Progress(tune.Callback):
@@ -63,8 +65,7 @@ class Progress(tune.Callback):
 
 def _configs(trial) -> int:
     """How many configurations a Ray trial trains: its fused members, else 1."""
-    point = trial.config.get("trial") if isinstance(trial.config, dict) else None
-    return len(point["members"]) if isinstance(point, dict) and "members" in point else 1
+    return len(configurations(trial.config)) if isinstance(trial.config, dict) else 1
 
 
 def _eta(elapsed: float, epochs_seen: int, epochs_left: int) -> str:

@@ -1,9 +1,10 @@
 """Driver-side Tune callback: results that describe themselves (progress lines: sweep.progress).
 
-`Recorder` rewrites trials.csv / epochs.csv atomically as each epoch arrives (a crash loses at most
-the epoch in flight), de-duplicates epochs by (trial_id, epoch) so retries and resumes record each
-epoch once, and logs each trial to TensorBoard under tb/<configuration name>/ (sweep.tensorboard:
-train, eval-mode train, val and test on one chart per metric, the config as text, HParams).
+`Recorder` appends each epoch to epochs.csv and rewrites trials.csv atomically as each result
+arrives (sweep.schema: a crash loses at most the epoch in flight), records each (trial_id, epoch)
+once however often a retry or resume reports it (epochs.csv is rewritten once when one repeats),
+and logs each trial to TensorBoard under tb/<configuration name>/ (sweep.tensorboard: train,
+eval-mode train, val and test on one chart per metric, the config as text, HParams).
 Without a hold-out the val columns stay empty.
 The callback pickles as plain settings (Tune stores it in tuner.pkl) and rebuilds on restore.
 A fused Ray trial (sweep.grid --fuse) is recorded as its members: rows <trial_id>-m<k>, each with
@@ -11,25 +12,16 @@ its own config, epochs and status, split from the `members` list of each result.
 """
 from __future__ import annotations
 
-import csv
 import os
 
 from ray import tune
 
 from .progress import Progress, _finite  # noqa: F401 (tuner.pkl of older runs names Progress here)
-from .space import AXES, SCALARS, trial_values
+from .runfolder import keep_complete_state
+from .schema import (COMPLETED, CONFIG_COLUMNS, DIVERGED, EPOCH_COLUMNS, EPOCHS_CSV, ERROR,
+                     METRICS, PENDING, PRUNED, RUNNING, TRIAL_COLUMNS, TRIALS_CSV, append_rows,
+                     configurations, member_ids, read_csv, write_csv)
 from .tensorboard import Board, run_names
-
-CONFIG_COLUMNS = ["label", *AXES, "seed", *SCALARS]
-METRICS = ["train_loss", "train_penalty", "train_acc", "test_loss", "test_acc",
-           "train_eval_loss", "train_eval_acc", "val_loss", "val_acc", "seconds", "train_seconds",
-           "images_per_second"]
-TRIAL_COLUMNS = ["trial_id", *CONFIG_COLUMNS, "status", "epochs_done", "final_train_loss",
-                 "final_train_acc", "final_test_loss", "final_test_acc", "best_test_acc",
-                 "final_train_eval_loss", "final_train_eval_acc", "final_val_loss", "final_val_acc",
-                 "best_val_acc", "train_seconds", "node"]
-EPOCH_COLUMNS = ["trial_id", *CONFIG_COLUMNS, "epoch", *METRICS, "status", "node"]
-TERMINAL = ("completed", "diverged", "error", "pruned")
 
 
 class Recorder(tune.Callback):
@@ -38,9 +30,14 @@ class Recorder(tune.Callback):
         self._setup()
 
     def _setup(self):
-        self.trials = {r["trial_id"]: r for r in read_csv(self._path("trials.csv"))}
-        self.epochs = {(r["trial_id"], int(r["epoch"])): r for r in read_csv(self._path("epochs.csv"))}
+        self.trials = {r["trial_id"]: r for r in read_csv(self._path(TRIALS_CSV))}
+        self.epochs: dict[str, dict[int, dict]] = {}  # trial id -> epoch number -> row
+        for row in read_csv(self._path(EPOCHS_CSV)):
+            self.epochs.setdefault(row["trial_id"], {})[int(row["epoch"])] = row
+        self._new: list[dict] = []  # epoch rows not yet appended to epochs.csv
+        self._rewrite = False  # an epoch was recorded again (a retry): rewrite epochs.csv once
         self.board, self.names = Board(self.run_dir), {}
+        self._ray_dirs = (None, None)
 
     def __getstate__(self):
         return {"run_dir": self.run_dir}
@@ -52,10 +49,19 @@ class Recorder(tune.Callback):
     def _path(self, name):
         return os.path.join(self.run_dir, name)
 
+    def get_state(self):
+        """Called by Tune right after it wrote its experiment state: keep a complete copy of it
+        (runfolder.keep_complete_state); the Recorder itself has no state to save."""
+        keep_complete_state(*self._ray_dirs)
+        return None
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        starting = [row for row in self._rows(trial) if row["status"] in ("", "pending")]
+        storage = getattr(trial, "storage", None)  # where Tune stages its state and copies it to
+        if storage is not None:
+            self._ray_dirs = (storage.experiment_driver_staging_path, storage.experiment_fs_path)
+        starting = [row for row in self._rows(trial) if row["status"] in ("", PENDING)]
         for row in starting:
-            row["status"] = "running"
+            row["status"] = RUNNING
         if starting:
             self._flush(epochs=False)
 
@@ -72,28 +78,31 @@ class Recorder(tune.Callback):
 
     def _record(self, row: dict, result: dict):
         trial_id, epoch = row["trial_id"], int(result["epoch"])
-        self.epochs[(trial_id, epoch)] = {
+        mine = self.epochs.setdefault(trial_id, {})
+        self._rewrite |= epoch in mine
+        mine[epoch] = {
             "trial_id": trial_id, **{c: row[c] for c in CONFIG_COLUMNS}, "epoch": epoch,
             **{m: result.get(m) for m in METRICS}, "status": result.get("status", "ok"),
             "node": result.get("node", "")}
+        self._new.append(mine[epoch])
         self._update_trial(row, result)
         self.board.log_epoch(self._name(row), row, epoch, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         for row in self._rows(trial):
-            if row["status"] == "diverged":
+            if row["status"] == DIVERGED:
                 pass
             elif int(row["epochs_done"] or 0) >= int(row["epochs"]):
-                row["status"] = "completed"
+                row["status"] = COMPLETED
             else:
-                row["status"] = "pruned"  # stopped early by the scheduler
+                row["status"] = PRUNED  # stopped early by the scheduler
             self._close(row)
         self._flush(epochs=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         for row in self._rows(trial):
-            if row["trial_id"] == trial.trial_id or row["status"] != "diverged":  # members keep it
-                row["status"] = "error"
+            if row["trial_id"] == trial.trial_id or row["status"] != DIVERGED:  # members keep it
+                row["status"] = ERROR
             self._close(row)
         print(f"trial {trial.trial_id} failed after its retries: {_first_error_line(trial)}",
               flush=True)
@@ -104,22 +113,19 @@ class Recorder(tune.Callback):
 
     def _rows(self, trial) -> list[dict]:
         """The trials.csv rows of a Ray trial: its own, or one per fused member (<trial_id>-m<k>)."""
-        values = trial_values(trial.config)
-        if "members" not in values:
-            return [self._row(trial.trial_id, values)]
-        # the id format is parsed back by sweep.report.load.ray_trial_ids
-        return [self._row(f"{trial.trial_id}-m{k}", v) for k, v in enumerate(values["members"])]
+        return [self._row(trial_id, values) for trial_id, values
+                in zip(member_ids(trial.trial_id, trial.config), configurations(trial.config))]
 
     def _row(self, trial_id: str, values: dict) -> dict:
         if trial_id not in self.trials:
             self.trials[trial_id] = {c: "" for c in TRIAL_COLUMNS} | {
                 "trial_id": trial_id, **{c: values.get(c, "") for c in CONFIG_COLUMNS},
-                "status": "pending", "epochs_done": 0}
+                "status": PENDING, "epochs_done": 0}
         return self.trials[trial_id]
 
     def _update_trial(self, row: dict, result: dict):
-        mine = [r for (t, _), r in self.epochs.items() if t == row["trial_id"]]
-        last = max(mine, key=lambda r: int(r["epoch"]))
+        mine = list(self.epochs[row["trial_id"]].values())
+        last = self.epochs[row["trial_id"]][max(self.epochs[row["trial_id"]])]
         accs = [float(r["test_acc"]) for r in mine if _finite(r["test_acc"])]
         vals = [float(r["val_acc"]) for r in mine if _finite(r.get("val_acc"))]
         row.update(epochs_done=len(mine), final_train_loss=last["train_loss"],
@@ -131,7 +137,7 @@ class Recorder(tune.Callback):
                    best_val_acc=max(vals) if vals else "",
                    train_seconds=sum(float(r["train_seconds"] or 0) for r in mine),
                    node=result.get("node", row["node"]))
-        row["status"] = "diverged" if result.get("status") == "diverged" else "running"
+        row["status"] = DIVERGED if result.get("status") == DIVERGED else RUNNING
 
     def _name(self, row: dict) -> str:
         """The trial's TensorBoard run name, fixed at its first use (sweep.tensorboard)."""
@@ -143,10 +149,16 @@ class Recorder(tune.Callback):
         self.board.finish(self._name(row), row)
 
     def _flush(self, epochs: bool = True):
-        write_csv(self._path("trials.csv"), TRIAL_COLUMNS, self.trials.values())
+        """Epochs first (appended; rewritten once after a retry recorded one again), then
+        trials.csv, which summarises them."""
+        if epochs and self._rewrite:
+            rows = [r for t in sorted(self.epochs) for _, r in sorted(self.epochs[t].items())]
+            write_csv(self._path(EPOCHS_CSV), EPOCH_COLUMNS, rows)
+        elif epochs and self._new:
+            append_rows(self._path(EPOCHS_CSV), EPOCH_COLUMNS, self._new)
         if epochs:
-            rows = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], int(r["epoch"])))
-            write_csv(self._path("epochs.csv"), EPOCH_COLUMNS, rows)
+            self._new, self._rewrite = [], False
+        write_csv(self._path(TRIALS_CSV), TRIAL_COLUMNS, self.trials.values())
 
 
 def _first_error_line(trial) -> str:
@@ -158,21 +170,3 @@ def _first_error_line(trial) -> str:
         return f"{lines[-1]} (traceback: {path})"
     except (OSError, IndexError):
         return f"see {path}"
-
-
-def read_csv(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_csv(path: str, columns: list, rows) -> None:
-    """Write atomically (temp file + rename) so a reader or a crash never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-

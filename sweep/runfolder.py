@@ -16,7 +16,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from .recorder import TERMINAL, read_csv
+from .schema import RUN_JSON, TERMINAL, TRIALS_CSV, read_csv, read_json, write_json
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -51,11 +51,11 @@ class RunFolder:
         self._lock = None
 
     def exists(self) -> bool:
-        return os.path.exists(os.path.join(self.path, "run.json"))
+        return os.path.exists(os.path.join(self.path, RUN_JSON))
 
     def finished_trials(self) -> tuple[int, int]:
         """(terminal trials, all trials) recorded in trials.csv."""
-        rows = read_csv(os.path.join(self.path, "trials.csv"))
+        rows = read_csv(os.path.join(self.path, TRIALS_CSV))
         return sum(r["status"] in TERMINAL for r in rows), len(rows)
 
     def refuse_existing(self) -> None:
@@ -89,14 +89,62 @@ class RunFolder:
         self._lock.flush()
 
     def read_info(self) -> dict:
-        with open(os.path.join(self.path, "run.json")) as f:
-            return json.load(f)
+        return read_json(os.path.join(self.path, RUN_JSON))
 
     def write_info(self, info: dict) -> None:
-        tmp = os.path.join(self.path, "run.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(info, f, indent=2, default=str)
-        os.replace(tmp, os.path.join(self.path, "run.json"))
+        write_json(os.path.join(self.path, RUN_JSON), info)
+
+
+STATE_GLOB = "experiment_state-*.json"  # Ray Tune's experiment state files in a Ray dir
+COMPLETE = ".complete-"  # prefix of our last complete copy of one (Recorder.get_state)
+
+
+def keep_complete_state(staging_dir: str | None, ray_dir: str | None) -> None:
+    """Copy Tune's newest experiment state from its driver staging dir (written whole just
+    before Tune calls the callbacks' get_state) into ray_dir as .complete-<name>, atomically.
+
+    Tune copies the staging file into the run folder in a background thread with a plain write;
+    a driver killed during that copy leaves a cut file, and Tuner.restore then logs the error and
+    silently starts the whole experiment again under new trial ids. Ray 2.60 has no option for
+    an atomic copy, so we keep our own (repair_ray_state puts it back)."""
+    import glob
+    import shutil
+
+    if not staging_dir or not ray_dir or not os.path.isdir(ray_dir):
+        return
+    states = sorted(glob.glob(os.path.join(staging_dir, STATE_GLOB)))
+    if states:
+        target = os.path.join(ray_dir, COMPLETE + os.path.basename(states[-1]))
+        shutil.copyfile(states[-1], target + ".tmp")
+        os.replace(target + ".tmp", target)
+
+
+def repair_ray_state(ray_dir: str) -> str | None:
+    """Before Tuner.restore: if the newest experiment state in ray_dir does not parse (the
+    driver died while it was being copied), put back the last complete copy; returns a line
+    saying so, or None when nothing needed repair. SweepError when no complete copy exists."""
+    import glob
+    import shutil
+
+    states = sorted(glob.glob(os.path.join(ray_dir, STATE_GLOB)))
+    if not states or _parses(states[-1]):
+        return None
+    backup = os.path.join(ray_dir, COMPLETE + os.path.basename(states[-1]))
+    if not _parses(backup):
+        raise SweepError(f"{states[-1]} was cut short (the sweep was killed while Ray wrote it) "
+                         "and no complete copy exists; Ray cannot resume this run")
+    shutil.copyfile(backup, states[-1] + ".tmp")
+    os.replace(states[-1] + ".tmp", states[-1])
+    return f"{os.path.basename(states[-1])} was cut short by the kill; restored its last complete copy"
+
+
+def _parses(path: str) -> bool:
+    try:
+        with open(path) as f:
+            json.load(f)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def provenance() -> dict:

@@ -16,18 +16,17 @@ import os
 import sys
 
 from cifar_core.config import ConfigError, TrialConfig
-from cifar_core.data import DataError
+from cifar_core.errors import DataError
 
 from . import cli
 from .runfolder import SweepError
-from .space import AXES, SEARCH_RANGES, SEARCHABLE_CATEGORICALS, canonical_trial
+from .settings import Settings
+from .space import SEARCH_RANGES, SEARCHABLE_CATEGORICALS, canonical_trial
 
 PROG = "python -m sweep.search"
 FIXED_DEFAULTS = {"transform": "augment+normalize", "model": "baseline", "regulariser": "l2",
                   "optimiser": "adam", "final_relu": True, "data_fraction": 1.0}
-DEFAULTS = {**cli.COMMON_DEFAULTS, **{axis: None for axis in AXES}, "n_trials": 20,
-            "search_axes": "", "lr_range": None, "lam_range": None, "no_prune": False,
-            "storage": None, "sampler_seed": 0, "grace_epochs": 1, "val_size": 5000}
+DEFAULTS = {"val_size": 5000}  # a search selects on held-out images; the rest: Settings
 JOURNAL = "study.journal"
 METRIC = "val_acc"  # what the sampler, the scheduler and the reported best all maximise
 
@@ -62,16 +61,17 @@ def parse_range(key: str, text, default: tuple) -> tuple[float, float]:
     return lo, hi
 
 
-def build_space(settings: dict) -> dict:
+def build_space(settings: Settings) -> dict:
     """The search space as data: categorical choices, fixed values, ranges."""
-    searched = cli.as_list(settings["search_axes"])
+    searched = cli.as_list(settings.search_axes)
     bad = [a for a in searched if a not in SEARCHABLE_CATEGORICALS]
     if bad:
         raise SweepError(f"--search-axes={bad[0]!r} is not allowed; choose from "
                          + ", ".join(SEARCHABLE_CATEGORICALS))
     choices, fixed = {}, {}
     for axis in (*SEARCHABLE_CATEGORICALS, "data_fraction"):
-        given = cli.as_list(settings[axis]) if settings[axis] is not None else None
+        value = getattr(settings, axis)
+        given = cli.as_list(value) if value is not None else None
         if axis in searched:
             probe = given or _all_values(axis)
             choices[axis] = sorted({str(canonical_trial({axis: v})[axis]) for v in probe})
@@ -81,15 +81,14 @@ def build_space(settings: dict) -> dict:
         else:
             fixed[axis] = canonical_trial({axis: given[0] if given else FIXED_DEFAULTS[axis]})[axis]
     for axis in ("lr", "lam"):
-        if settings[axis] is not None:
+        if getattr(settings, axis) is not None:
             raise SweepError(f"--{axis} is searched; set its range with --{axis}-range LO:HI")
-    cli.check_positive(settings, "epochs", "batch_size", "n_trials", "max_concurrent", "grace_epochs")
-    check_val_size(settings["val_size"])
-    TrialConfig(epochs=settings["epochs"], batch_size=settings["batch_size"])
-    return {"choices": choices, "fixed": fixed, "epochs": settings["epochs"],
-            "batch_size": settings["batch_size"], "seed": 0,
-            "lr_range": parse_range("lr_range", settings["lr_range"], SEARCH_RANGES["lr"]),
-            "lam_range": parse_range("lam_range", settings["lam_range"], SEARCH_RANGES["lam"])}
+    check_val_size(settings.val_size)
+    TrialConfig(epochs=settings.epochs, batch_size=settings.batch_size)
+    return {"choices": choices, "fixed": fixed, "epochs": settings.epochs,
+            "batch_size": settings.batch_size, "seed": 0,
+            "lr_range": parse_range("lr_range", settings.lr_range, SEARCH_RANGES["lr"]),
+            "lam_range": parse_range("lam_range", settings.lam_range, SEARCH_RANGES["lam"])}
 
 
 def check_val_size(size) -> None:
@@ -120,7 +119,7 @@ def define_by_run(trial, space: dict) -> dict:
     return constants
 
 
-def open_storage(settings: dict, run_path: str):
+def open_storage(settings: Settings, run_path: str):
     """(storage factory, URL or None). An unreachable URL is a SweepError before Ray starts; the
     default journal file is created on first use, once the run folder exists."""
     import optuna
@@ -129,7 +128,7 @@ def open_storage(settings: dict, run_path: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from optuna.storages.journal import JournalFileBackend
 
-    url = settings["storage"]
+    url = settings.storage
     if not url:
         journal = functools.cache(lambda: JournalStorage(JournalFileBackend(
             os.path.join(run_path, JOURNAL))))
@@ -143,7 +142,7 @@ def open_storage(settings: dict, run_path: str):
     return (lambda: storage), url
 
 
-def make_tuner_factory(settings: dict, space: dict, storage, study_name: str, n_trials: int,
+def make_tuner_factory(settings: Settings, space: dict, storage, study_name: str, n_trials: int,
                        seed_offset: int = 0):
     """A function (trainable, run_config) -> Tuner for this study.
 
@@ -163,13 +162,13 @@ def make_tuner_factory(settings: dict, space: dict, storage, study_name: str, n_
     def make_tuner(trainable, run_config):
         searcher = OptunaSearch(space=functools.partial(define_by_run, space=space),
                                 metric=METRIC, mode="max", study_name=study_name,
-                                sampler=TPESampler(seed=settings["sampler_seed"] + seed_offset),
+                                sampler=TPESampler(seed=settings.sampler_seed + seed_offset),
                                 storage=storage())
-        limited = ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"] or 2)
-        scheduler = None if settings["no_prune"] else ASHAScheduler(
+        limited = ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent or 2)
+        scheduler = None if settings.no_prune else ASHAScheduler(
             time_attr="training_iteration", max_t=space["epochs"],
-            grace_period=min(settings["grace_epochs"], space["epochs"]), reduction_factor=2)
-        config = tuning.tune_config({**settings, "max_concurrent": None}, search_alg=limited,
+            grace_period=min(settings.grace_epochs, space["epochs"]), reduction_factor=2)
+        config = tuning.tune_config(settings.replace(max_concurrent=None), search_alg=limited,
                                     scheduler=scheduler, num_samples=n_trials,
                                     metric=METRIC, mode="max")
         return tune.Tuner(trainable, tune_config=config, run_config=run_config)
@@ -193,7 +192,7 @@ def best_of(storage, study_name: str, run_path: str | None = None) -> dict | Non
 
 def _test_of(params: dict, run_path: str | None) -> dict:
     """{"trial_id", "test_acc"} of the trials.csv row with these params (shown, not selected on)."""
-    from .recorder import read_csv
+    from .schema import read_csv
 
     rows = read_csv(os.path.join(run_path, "trials.csv")) if run_path else []
     for row in rows:
@@ -225,20 +224,18 @@ def finish_hook(storage, study_name: str, run_path: str):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
     try:
-        settings = cli.merge_settings(args, DEFAULTS)
-        given = cli.given_keys(args)
-        if "seeds" in given:
+        settings = cli.parse_settings(build_parser(), argv, DEFAULTS)
+        if "seeds" in settings.given:
             raise SweepError("--seeds is not taken by a search: each proposal trains one seed and "
                              "is judged by its val_acc; replicate chosen configurations with "
                              "python -m sweep.grid --seeds N, then python -m sweep.settle")
-        if settings["resume"]:
-            return _resume(settings, argv, cli.resumed_settings(settings, given, also=("n_trials",)))
-        if settings["smoke"]:
-            settings.update(n_trials=2, epochs=1, data_fraction=0.02)
+        if settings.resume:
+            return _resume(cli.resumed_settings(settings, also=("n_trials",)), argv)
+        if settings.smoke:
+            settings = settings.replace(n_trials=2, epochs=1, data_fraction=0.02)
         space = build_space(settings)
-        cli.preflight(settings, settings["name"])
+        cli.preflight(settings, settings.name)
         return _launch(settings, argv, space)
     except (SweepError, ConfigError, DataError) as err:
         return cli.fail(PROG, err)
@@ -248,45 +245,41 @@ def _launch(settings, argv, space) -> int:
     from . import tuning
     from .runfolder import check_location, default_name
 
-    settings["name"] = settings["name"] or default_name()
-    path = check_location(settings["results_dir"], settings["name"])
+    settings = settings.replace(name=settings.name or default_name())
+    path = check_location(settings.results_dir, settings.name)
     storage, url = open_storage(settings, path)  # an unreachable URL fails before Ray starts
-    n = settings["n_trials"]
-    extra = {"search": {"n_trials": n, "sampler": f"TPESampler(seed={settings['sampler_seed']})",
-                        "pruner": "none" if settings["no_prune"] else
-                        f"ASHA(grace={settings['grace_epochs']}, reduction=2)",
-                        "storage": url or JOURNAL, "study_name": settings["name"],
-                        "metric": METRIC, "val_size": settings["val_size"]}}
+    n = settings.n_trials
+    extra = {"search": {"n_trials": n, "sampler": f"TPESampler(seed={settings.sampler_seed})",
+                        "pruner": "none" if settings.no_prune else
+                        f"ASHA(grace={settings.grace_epochs}, reduction=2)",
+                        "storage": url or JOURNAL, "study_name": settings.name,
+                        "metric": METRIC, "val_size": settings.val_size}}
     return tuning.launch(kind="search", prog=PROG, module="sweep.search", argv=argv,
                          settings=settings, space=space, trials=(n, n * space["epochs"]),
-                         make_tuner=make_tuner_factory(settings, space, storage, settings["name"], n),
-                         extra=extra, finish=finish_hook(storage, settings["name"], path))
+                         make_tuner=make_tuner_factory(settings, space, storage, settings.name, n),
+                         extra=extra, finish=finish_hook(storage, settings.name, path))
 
 
-def _resume(settings, argv, given: dict) -> int:
-    """Add trials to the same study in a fresh Ray experiment; finished trials stay as they are."""
+def _resume(settings: Settings, argv: list[str]) -> int:
+    """Add trials to the same study in a fresh Ray experiment; finished trials stay as they are.
+    `settings`: the saved ones plus the flags given (Settings.resumed)."""
     from . import tuning
-    from .recorder import TERMINAL, read_csv, write_csv, TRIAL_COLUMNS
-    from .runfolder import RunFolder, check_location
+    from .schema import TERMINAL, TRIAL_COLUMNS, read_csv, write_csv
 
-    if not settings["name"]:
-        raise SweepError("--resume needs --name NAME of the run to continue")
-    folder = RunFolder(check_location(settings["results_dir"], settings["name"]), resume=True)
-    folder.require_existing()
+    folder = cli.resume_folder(settings)
     info = folder.read_info()
     if not info["settings"].get("val_size"):
-        raise SweepError(f"run {settings['name']!r} selected on test accuracy (it predates "
+        raise SweepError(f"run {settings.name!r} selected on test accuracy (it predates "
                          "--val-size); start a new search instead of resuming it")
     rows = read_csv(os.path.join(folder.path, "trials.csv"))
     done = sum(r["status"] in TERMINAL for r in rows)
-    asked = args_n_trials(argv)
+    asked = settings.n_trials if "n_trials" in settings.given else None
     more = asked if asked is not None else max(info["search"]["n_trials"] - done, 0)
     if more == 0:
-        print(f"run {settings['name']!r} is already finished ({done} trials); add more with "
+        print(f"run {settings.name!r} is already finished ({done} trials); add more with "
               "--n-trials N")
         return 0
-    saved = {**info["settings"], **{k: v for k, v in given.items() if k in tuning.RESUMABLE}}
-    storage, _ = open_storage(saved, folder.path)
+    storage, _ = open_storage(settings, folder.path)
     for row in rows:  # trials cut off with the last session are not rerun: record them as errors
         row["status"] = row["status"] if row["status"] in TERMINAL else "error"
     write_csv(os.path.join(folder.path, "trials.csv"), TRIAL_COLUMNS, rows)
@@ -296,16 +289,9 @@ def _resume(settings, argv, given: dict) -> int:
                 ray_dir=f"ray-{session}")
     info["search"]["n_trials"] = done + more
     return tuning.resume(prog=PROG, module="sweep.search", argv=argv, settings=settings,
-                         given={k: v for k, v in given.items() if k in tuning.RESUMABLE},
-                         make_tuner=make_tuner_factory(saved, space, storage, info["name"], more,
+                         make_tuner=make_tuner_factory(settings, space, storage, info["name"], more,
                                                        seed_offset=len(rows)),
                          info=info, finish=finish_hook(storage, info["name"], folder.path))
-
-
-def args_n_trials(argv: list[str]) -> int | None:
-    """--n-trials as given on this command line (a resume adds that many), else None."""
-    parsed = build_parser().parse_args(argv)
-    return parsed.n_trials
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_run(path: str) -> tuple[dict, pd.DataFrame]:
     """run.json and trials.csv of a finished grid run, or SweepError naming what is wrong."""
-    from .recorder import TERMINAL, read_csv
+    from .schema import TERMINAL, read_csv
     from .runfolder import RunFolder
 
     folder = RunFolder(os.path.abspath(path), resume=True)
@@ -192,12 +192,14 @@ def run_round(folder, args, info: dict, plan: dict, pending: dict) -> str:
     from . import cli, tuning
     from .grid import fuse_groups
 
-    settings = {**info["settings"], **{k: v for k in FLAGS if (v := getattr(args, k)) is not None}}
-    settings.update(resume=True, name=os.path.basename(folder.path))
-    settings.setdefault("fuse", 4)
+    from .settings import Settings
+
+    given = {k: v for k in FLAGS if (v := getattr(args, k)) is not None}
+    settings = Settings.from_saved(info["settings"]).replace(
+        **given, resume=True, name=os.path.basename(folder.path))
     path = os.path.join(folder.path, pending["ray_dir"])
     restore = tune.Tuner.can_restore(path)
-    groups = fuse_groups(pending["new_trials"], settings)
+    groups = fuse_groups(pending["new_trials"], settings.fuse)
     points = pending["new_trials"] if groups is None else [{"members": g} for g in groups]
     epochs = sum((p["members"][0] if groups else p)["epochs"] for p in points)
     run_info = {**info, "settle": plan, "ray_dir": pending["ray_dir"],

@@ -100,11 +100,6 @@ def trial_key(trial: dict) -> tuple:
     return tuple(sorted((k, v) for k, v in trial.items() if k != "label"))
 
 
-def trial_values(config: dict) -> dict:
-    """A trial's flat settings: the grid nests them under "trial", the search does not."""
-    return {**config.get("trial", {}), **{k: v for k, v in config.items() if k != "trial"}}
-
-
 def describe(trial: dict) -> str:
     """One human line of a trial's settings."""
     parts = [f"{k}={trial[k]:g}" if isinstance(trial[k], float) else f"{k}={trial[k]}"

@@ -1,11 +1,13 @@
-"""The one Ray adapter: trial dict -> TrialConfig -> cifar_core.fit -> tune.report per epoch.
+"""The one Ray adapter: trial dict -> TrialConfig(s) -> cifar_core.fit_fused -> tune.report.
 
-Grid and Optuna search both run `train_trial`. Each epoch is reported with a checkpoint (model,
-optimiser, RNG streams, epoch); a retried or resumed trial continues from the latest one. The
-dataset arrives through `tune.with_parameters` as numpy arrays in Ray's object store, so every
-trial on a node maps the same shared-memory copy instead of loading its own. A fused trial
-(`{"members": [trial dict, ...]}`, from `sweep.grid --fuse N`) trains its members as one stack
-(cifar_core.fit_fused) and reports each epoch once, with every member's result under `members`.
+Grid and Optuna search both run `train_trial`, and every trial trains as a stack
+(cifar_core.train: a single configuration is a stack of one). Each epoch is reported with a
+checkpoint (every member's model, optimiser, RNG streams, epoch and status); a retried or resumed
+trial continues from the latest one. The dataset arrives through `tune.with_parameters` as numpy
+arrays in Ray's object store, so every trial on a node maps the same shared-memory copy instead
+of loading its own. A single trial reports its metrics flat; a fused trial (`{"members": [...]}`,
+from `sweep.grid --fuse N`) reports each epoch once with every member's result under `members`.
+Process settings (threads, flush-to-zero, malloc) are applied here, in the trial's own thread.
 """
 from __future__ import annotations
 
@@ -19,10 +21,9 @@ import ray
 import torch
 from ray import tune
 
-from cifar_core import (CifarData, FusedState, TrainState, TrialConfig, fit, fit_fused,
-                        resolve_device)
+from cifar_core import CifarData, FusedState, TrialConfig, fit_fused, resolve_device, setup_process
 
-from .space import trial_values
+from .schema import configurations, trial_values
 
 STATE_FILE = "state.pt"
 LABEL_KEYS = ("label",)  # bookkeeping keys a trial dict may carry besides TrialConfig's fields
@@ -40,30 +41,20 @@ class Execution:
 
 
 def train_trial(config: dict, data: dict, execution: Execution = Execution()) -> None:
-    """Train one trial, reporting every epoch; a diverged trial ends normally (no retry)."""
-    values = trial_values(config)
-    if "members" in values:
-        return train_fused(values["members"], data, execution)
-    cfg = _config(values)
-    device = _device(execution)
-    state = _restored(TrainState.create(cfg, device), device)
-    node = node_name()
-    for result in fit(cfg, CifarData.from_numpy(data), device, state=state,
-                      channels_last=execution.channels_last, amp=execution.amp,
-                      val_size=execution.val_size):
-        _report(dict(_metrics(result, execution), node=node), state)
-
-
-def train_fused(members: list[dict], data: dict, execution: Execution = Execution()) -> None:
-    """Train fused trials as one stack; each epoch's one report carries `members` (member k's
-    result, None once it stopped) and the best member's test_acc and val_acc for schedulers."""
-    cfgs = [_config(m) for m in members]
-    device = _device(execution)
+    """Train one Ray trial (one configuration or a fused stack), reporting every epoch; a
+    diverged member ends normally (no retry)."""
+    fused = "members" in trial_values(config)
+    cfgs = [_config(values) for values in configurations(config)]
+    setup_process(execution.threads)
+    device = resolve_device(execution.device)
     state = _restored(FusedState.create(cfgs, device), device)
     node = node_name()
     for results in fit_fused(cfgs, CifarData.from_numpy(data), device, state=state,
                              channels_last=execution.channels_last, amp=execution.amp,
                              val_size=execution.val_size):
+        if not fused:
+            _report(dict(_metrics(results[0], execution), node=node), state)
+            continue
         done = [r for r in results if r is not None]
         _report({"members": [_metrics(r, execution) if r else None for r in results],
                  "node": node, "epoch": max(r.epoch for r in done),
@@ -85,11 +76,6 @@ def _best(results: list, key: str) -> float:
 
 def _config(values: dict) -> TrialConfig:
     return TrialConfig.from_dict({k: v for k, v in values.items() if k not in LABEL_KEYS})
-
-
-def _device(execution: Execution) -> torch.device:
-    torch.set_num_threads(execution.threads)
-    return resolve_device(execution.device)
 
 
 def _restored(state, device):

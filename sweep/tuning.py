@@ -17,53 +17,49 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from cifar_core.data import holdout_index, load_cifar10  # noqa: E402
-from cifar_core.train import allocator_process_env  # noqa: E402
+from cifar_core.process import allocator_process_env  # noqa: E402
 
 from . import cli  # noqa: E402
 from .progress import Progress  # noqa: E402
 from .recorder import Recorder  # noqa: E402
-from .runfolder import (RunFolder, SweepError, check_location, command_line,  # noqa: E402
-                        default_name, now_iso, provenance)
+from .settings import Settings  # noqa: E402
+from .runfolder import (RunFolder, check_location, command_line,  # noqa: E402
+                        default_name, now_iso, provenance, repair_ray_state)
 from .trainable import Execution, train_trial  # noqa: E402
 
 RAY_DIR = "ray"
-RESUMABLE = cli.RESUMABLE  # flags a resume may change (one list, in cli)
 
 
-def tune_config(settings: dict, **extra) -> tune.TuneConfig:
-    return tune.TuneConfig(max_concurrent_trials=settings["max_concurrent"], reuse_actors=True,
+def tune_config(settings: Settings, **extra) -> tune.TuneConfig:
+    return tune.TuneConfig(max_concurrent_trials=settings.max_concurrent, reuse_actors=True,
                            trial_dirname_creator=lambda trial: trial.trial_id, **extra)
 
 
 def launch(*, kind, prog, module, argv, settings, space, trials, make_tuner, extra=None,
            finish=None) -> int:
     """Start a new run; `trials` is the planned trial count and total epochs as (n, epochs)."""
-    name = settings["name"] or default_name()
-    folder = RunFolder(check_location(settings["results_dir"], name), resume=False)
+    name = settings.name or default_name()
+    settings = settings.replace(name=name)
+    folder = RunFolder(check_location(settings.results_dir, name), resume=False)
     folder.refuse_existing()
-    data = load_cifar10(cli.data_dir_for(settings), download=bool(settings["download"]))
-    holdout_index(data.train_y, settings.get("val_size", 0))  # a bad size fails before Ray
+    data = load_cifar10(cli.data_dir_for(settings), download=settings.download)
+    holdout_index(data.train_y, settings.val_size)  # a bad size fails before Ray
     folder.open()
     info = {"kind": kind, "name": name, "command": command_line(module, argv), "argv": argv,
-            "space": space, "settings": settings, "n_trials": trials[0], "total_epochs": trials[1],
-            **(extra or {})}
+            "space": space, "settings": settings.to_dict(), "n_trials": trials[0],
+            "total_epochs": trials[1], **(extra or {})}
     return _run(prog, module, folder, settings, info, data, make_tuner, finish)
 
 
-def resume(*, prog, module, argv, settings, make_tuner=None, info=None, finish=None,
-           given: dict | None = None) -> int:
-    """Continue run --name: finished trials are never rerun; a finished run exits 0."""
-    if not settings["name"]:
-        raise SweepError("--resume needs --name NAME of the run to continue")
-    folder = RunFolder(check_location(settings["results_dir"], settings["name"]), resume=True)
-    folder.require_existing()
+def resume(*, prog, module, argv, settings: Settings, make_tuner=None, info=None,
+           finish=None) -> int:
+    """Continue run --name with `settings` (Settings.resumed: the saved ones plus the flags
+    given): finished trials are never rerun; a finished run exits 0."""
+    folder = cli.resume_folder(settings)
     info = info or folder.read_info()
-    done, total = folder.finished_trials()
-    if info.get("status") == "finished" and done == total and make_tuner is None:
-        print(f"run {settings['name']!r} is already finished ({done} trials); nothing to do")
+    if make_tuner is None and cli.already_finished(folder, info):
         return 0
-    settings = {**info["settings"], **(given or {}), "resume": True}  # exactly the flags given
-    data = load_cifar10(cli.data_dir_for(settings), download=bool(settings["download"]))
+    data = load_cifar10(cli.data_dir_for(settings), download=settings.download)
     folder.open()
     info["argv_resume"] = argv
     return _run(prog, module, folder, settings, info, data, make_tuner, finish)
@@ -76,10 +72,10 @@ def _run(prog, module, folder, settings, info, data, make_tuner, finish=None) ->
     print(f"results: {folder.path}")
     if status != "finished":
         print(f"interrupted: continue with  python -m {module} --resume --name {name}"
-              + (f" --results-dir {settings['results_dir']}" if settings["results_dir"] != "results" else ""))
+              + (f" --results-dir {settings.results_dir}" if settings.results_dir != "results" else ""))
         return 130
     print(f"report:  python -m sweep.report {folder.path}")
-    if settings["report"]:
+    if settings.report:
         from .report.cli import main as report_main
 
         return report_main([folder.path])
@@ -89,7 +85,7 @@ def _run(prog, module, folder, settings, info, data, make_tuner, finish=None) ->
 def start_ray(address: str | None) -> None:
     """Join the cluster at `address`, else start an embedded local Ray, quietly.
 
-    Trial workers start with one glibc arena (cifar_core.train.allocator_process_env): Tune runs
+    Trial workers start with one glibc arena (cifar_core.process.allocator_process_env): Tune runs
     each trial in a thread, and a thread's own arena page-faulted the activation buffers back in
     every step. CIFAR_CORE_ALLOCATOR=default leaves the workers' malloc alone.
     """
@@ -102,50 +98,52 @@ def start_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, **kwargs)
 
 
-def trainable_for(settings: dict, data_arrays: dict):
+def trainable_for(settings: Settings, data_arrays: dict):
     """The shared trainable with its resources and the dataset riding in the object store."""
-    gpus = settings["gpus_per_trial"]
+    gpus = settings.gpus_per_trial
     if gpus is None:
         gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    cpus = settings["cpus_per_trial"]
-    execution = Execution(threads=max(1, int(cpus)), channels_last=bool(settings["channels_last"]),
-                          amp=settings.get("amp"),
-                          val_size=settings.get("val_size", 0))  # runs before it held none out
+    cpus = settings.cpus_per_trial
+    execution = Execution(threads=max(1, int(cpus)), channels_last=settings.channels_last,
+                          amp=settings.amp, val_size=settings.val_size)
     fn = tune.with_parameters(train_trial, data=data_arrays, execution=execution)
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus})
 
 
-def restore_tuner(path: str, trainable, settings: dict):
+def restore_tuner(path: str, trainable, settings: Settings):
     """Tuner.restore, with the resume's --max-failures applied: Ray restores the original
     RunConfig (tuner.pkl) and has no public way to change it, so the failure config is replaced
     on the restored tuner (Ray 2.60's TunerInternal._run_config, a dataclass)."""
     import dataclasses
 
+    repaired = repair_ray_state(path)
+    if repaired:
+        print(repaired, flush=True)
     tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
                                resume_errored=True)
     local = getattr(tuner, "_local_tuner", None)
     if local is not None and dataclasses.is_dataclass(getattr(local, "_run_config", None)):
-        failure = tune.FailureConfig(max_failures=settings["max_failures"])
+        failure = tune.FailureConfig(max_failures=settings.max_failures)
         local._run_config = dataclasses.replace(local._run_config, failure_config=failure)
     return tuner
 
 
-def run_config(folder: RunFolder, settings: dict, info: dict, ray_dir: str = RAY_DIR):
+def run_config(folder: RunFolder, settings: Settings, info: dict, ray_dir: str = RAY_DIR):
     return tune.RunConfig(
         name=ray_dir, storage_path=folder.path, verbose=0,
         callbacks=[Recorder(folder.path),
                    Progress(info.get("session_trials", info["n_trials"]), info["total_epochs"])],
-        failure_config=tune.FailureConfig(max_failures=settings["max_failures"]),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
 
-def run_sweep(*, folder: RunFolder, settings: dict, info: dict, make_tuner, data_arrays: dict,
+def run_sweep(*, folder: RunFolder, settings: Settings, info: dict, make_tuner, data_arrays: dict,
               finish=None) -> str:
     """Run (or restore) the sweep in `folder`; returns "finished" or "interrupted"."""
-    start_ray(settings["address"])
+    start_ray(settings.address)
     try:
         trainable = trainable_for(settings, data_arrays)
-        if settings["resume"] and make_tuner is None:
+        if settings.resume and make_tuner is None:
             tuner = restore_tuner(os.path.join(folder.path, info.get("ray_dir", RAY_DIR)),
                                   trainable, settings)
         else:

@@ -129,11 +129,11 @@ def test_train_batch_is_deterministic_for_a_seed(images):
 
 
 @pytest.mark.parametrize("transform", A.TRANSFORMS)
-def test_test_batch_never_augments(images, transform):
+def test_eval_batch_never_augments(images, transform):
     x = (images * 255).to(torch.uint8)
     scaled = x.float() / 255
     expected = TF.normalize(scaled, A.MEAN, A.STD) if "normalize" in transform else scaled
-    close(A.test_batch(x, transform), expected)
+    close(A.eval_batch(x, transform), expected)
 
 
 def test_none_is_exactly_x_over_255(images):
@@ -150,13 +150,13 @@ def test_normalize_level_matches_torchvision(images):
 def test_output_is_float32_same_shape_and_device_and_input_untouched(transform):
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     before = x.clone()
-    for out in (A.train_batch(x, transform, torch.Generator().manual_seed(9)), A.test_batch(x, transform)):
+    for out in (A.train_batch(x, transform, torch.Generator().manual_seed(9)), A.eval_batch(x, transform)):
         assert out.dtype == torch.float32 and out.shape == x.shape and out.device == x.device
     assert torch.equal(x, before)
 
 
 @pytest.mark.parametrize("fn", [lambda x: A.train_batch(x, "bogus", None),
-                                lambda x: A.test_batch(x, "bogus")])
+                                lambda x: A.eval_batch(x, "bogus")])
 def test_unknown_transform_is_refused_by_name(fn):
     with pytest.raises(ValueError, match="bogus.*augment\\+normalize"):
         fn(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))

@@ -99,7 +99,7 @@ def test_penalty_is_added_to_the_loss_not_overwritten():
 def test_fit_yields_one_result_per_epoch_and_learns():
     data = synthetic(1024, 256, seed=0)
     cfg = TrialConfig(epochs=4, lr=3e-3, final_relu=False, batch_size=64)
-    results = list(fit(cfg, data, "cpu", threads=1))
+    results = list(fit(cfg, data, "cpu"))
     assert [r.epoch for r in results] == [1, 2, 3, 4]
     assert all(r.status == "ok" and r.images_per_second > 0 and r.seconds >= r.train_seconds
                for r in results)
@@ -107,19 +107,23 @@ def test_fit_yields_one_result_per_epoch_and_learns():
     assert results[-1].train_loss < results[0].train_loss
 
 
-@pytest.mark.parametrize("trainer", ["fit", "fit_fused"])
-def test_training_flushes_subnormal_floats(trainer):
-    # L2-decayed weights produce subnormal products, which x86 computes 10-100x slower; fit and
-    # fit_fused switch the CPU to flush them to zero (the first full grid lost ~6 min to them).
-    from cifar_core.fused import fit_fused
+def test_process_setup_flushes_subnormal_floats_and_the_loop_leaves_the_process_alone():
+    # L2-decayed weights produce subnormal products, which x86 computes many times slower; the
+    # entry points switch the CPU to flush them to zero (cifar_core.process), fit never does.
+    from cifar_core.process import setup_process
+
     tiny = torch.tensor([1e-30])
+    threads = torch.get_num_threads()
     torch.set_flush_denormal(False)
-    assert (tiny * 1e-10).item() > 0  # subnormal, kept
-    cfg = TrialConfig(epochs=1, batch_size=64)
-    run = fit(cfg, synthetic(128, 64, seed=0), "cpu") if trainer == "fit" else \
-        fit_fused([cfg, dataclasses.replace(cfg, lr=1e-4)], synthetic(128, 64, seed=0), "cpu")
-    next(iter(run))
-    assert (tiny * 1e-10).item() == 0.0
+    try:
+        list(fit(TrialConfig(epochs=1, batch_size=64), synthetic(128, 64, seed=0), "cpu"))
+        assert (tiny * 1e-10).item() > 0  # subnormal, kept: fit changed nothing process-wide
+        assert torch.get_num_threads() == threads
+        applied = setup_process(1)
+        assert applied["flush_denormals"] and applied["threads"] == 1
+        assert (tiny * 1e-10).item() == 0.0
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("transform, model", [("augment+normalize", "dropout"), ("none", "baseline")])

@@ -1,7 +1,8 @@
-"""cifar_core.fused: every fused member trains as its configuration alone would, on tiny data.
+"""The one loop (cifar_core.train over cifar_core.fused): every member of a stack, and a stack of
+one (`fit`), trains as the plain per-model loop (tests/reference_loop.py) would, on tiny data.
 
 Same seed means same weights, subset, shuffle, augmentation and dropout draws, so a member's
-per-epoch metrics equal `fit(cfg)` alone up to float rounding: the grouped convolution and the
+per-epoch metrics equal the plain loop's up to float rounding: the grouped convolution and the
 batched matmul sum in a different order than the plain kernels (observed gaps <= 1.2e-6 here).
 Tolerance: abs 1e-4 on losses and penalties, one sample on accuracies. The learning rates stay
 where training is not chaotic: with Adam at lr 1e-2 and dropout, a solo run already moves its
@@ -19,7 +20,9 @@ import torch.nn.functional as F
 
 from cifar_core import TrialConfig, fit
 from cifar_core.data import synthetic
-from cifar_core.fused import SHARED, FusedState, _dropout_masks, fit_fused
+from cifar_core.fused import SHARED, dropout_masks
+from cifar_core.train import FusedState, fit_fused
+from reference_loop import reference_fit
 
 DATA = synthetic(300, 100, seed=0)  # 300: the last batch of 64 is a short one
 LOSS_TOL = 1e-4
@@ -69,7 +72,7 @@ def test_dropout_masks_are_the_draws_of_F_dropout_on_cpu():
         torch.manual_seed(k)
         gens.append(torch.Generator().set_state(torch.get_rng_state()))
         expected.append(F.dropout(h[k], 0.25, training=True))
-    assert torch.equal(h * _dropout_masks(h, 0.25, gens), torch.stack(expected))
+    assert torch.equal(h * dropout_masks(h, 0.25, gens), torch.stack(expected))
 
 
 @pytest.mark.parametrize("seeds", SEEDINGS)
@@ -80,11 +83,18 @@ def test_each_member_matches_its_solo_run(model, fraction, seeds):
     assert len(fused) == 2 and all(len(epoch) == len(cfgs) for epoch in fused)
     n_train = round(fraction * len(DATA.train_y))
     for k, cfg in enumerate(cfgs):
-        alone = list(fit(cfg, DATA, "cpu"))
+        alone = list(reference_fit(cfg, DATA, "cpu"))
         assert_same([epoch[k] for epoch in fused], alone, n_train, len(DATA.test_y))
         assert all(r.status == "ok" and r.images_per_second > 0 for r in alone)
     train_losses = {round(epoch[k].train_loss, 6) for epoch in fused for k in range(len(cfgs))}
     assert len(train_losses) == 2 * len(cfgs), "members must train differently"
+
+
+@pytest.mark.parametrize("model, transform", [("dropout", "augment+normalize"), ("baseline", "none")])
+def test_a_stack_of_one_trains_as_the_plain_loop(model, transform):
+    for cfg in [dataclasses.replace(c, transform=transform) for c in configs(model=model)]:
+        assert_same(list(fit(cfg, DATA, "cpu")), list(reference_fit(cfg, DATA, "cpu")),
+                    len(DATA.train_y), len(DATA.test_y))
 
 
 @pytest.mark.parametrize("key", SHARED)
@@ -98,11 +108,11 @@ def test_members_that_differ_in_a_shared_key_are_refused(key):
 
 
 def test_members_with_one_seed_draw_each_batch_once(monkeypatch):
-    import cifar_core.fused as fused_module
+    import cifar_core.train as train_module
 
     calls = []
-    real = fused_module.train_batch
-    monkeypatch.setattr(fused_module, "train_batch", lambda *a: calls.append(1) or real(*a))
+    real = train_module.train_batch
+    monkeypatch.setattr(train_module, "train_batch", lambda *a: calls.append(1) or real(*a))
     steps = 2 * math.ceil(len(DATA.train_y) / SHARED_SETTINGS["batch_size"])  # 2 epochs
     list(fit_fused(configs((0, 0, 0)), DATA, "cpu"))
     assert len(calls) == steps
@@ -121,7 +131,7 @@ def test_a_diverging_member_stops_while_the_others_complete(seeds):
     assert math.isnan(fused[0][1].test_acc) and not math.isfinite(fused[0][1].train_loss)
     assert list(fit(cfgs[1], DATA, "cpu"))[0].status == "diverged"
     for k in (0, 2):  # the diverged member left the stack without disturbing the others
-        assert_same([epoch[k] for epoch in fused], list(fit(cfgs[k], DATA, "cpu")),
+        assert_same([epoch[k] for epoch in fused], list(reference_fit(cfgs[k], DATA, "cpu")),
                     len(DATA.train_y), len(DATA.test_y))
 
 

@@ -341,8 +341,48 @@ def test_resume_refuses_flags_that_would_change_the_run(capsys, tmp_path, argv, 
 
 def test_resume_takes_exactly_the_resumable_flags_given():
     from sweep import cli
+    from sweep.runfolder import SweepError
 
-    args = grid.build_parser().parse_args(["--resume", "--name", "x", "--max-failures", "2"])
-    settings = cli.merge_settings(args, grid.DEFAULTS)
-    given = cli.resumed_settings(settings, cli.given_keys(args))
-    assert given == {"max_failures": 2}  # given explicitly, though 2 is also the default
+    saved = {"max_failures": 5, "epochs": 7, "max_concurrent": 3}  # what run.json recorded
+    settings = cli.parse_settings(grid.build_parser(), ["--resume", "--name", "x",
+                                                        "--max-failures", "2"], grid.DEFAULTS)
+    assert settings.given == {"resume", "name", "max_failures"}
+    resumed = settings.resumed(saved)
+    # given explicitly, though 2 is also the default; the rest is the run's own
+    assert (resumed.max_failures, resumed.epochs, resumed.max_concurrent) == (2, 7, 3)
+    again = cli.parse_settings(grid.build_parser(), ["--resume", "--name", "x", "--epochs", "5",
+                                                     "--seeds", "3"], grid.DEFAULTS)
+    with pytest.raises(SweepError, match="--epochs, --seeds would change it"):
+        again.resumed(saved)
+    assert cli.parse_settings(grid.build_parser(), ["--resume", "--name", "x", "--epochs", "7"],
+                              grid.DEFAULTS).resumed(saved).epochs == 7  # restating is fine
+
+
+_IMPORTS = """
+import runpy, sys
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+print("RAY" if "ray" in sys.modules else "NO-RAY", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("sweep.grid", ["--help"]), ("sweep.grid", ["--dry-run", "--lr", "1e-3"]),
+    ("sweep.grid", ["--epochs", "0"]), ("sweep.grid", ["--transform", "bogus"]),
+    ("sweep.grid", ["--resume", "--name", "nothing-here"]),
+    ("sweep.search", ["--help"]), ("sweep.search", ["--n-trials", "0"]),
+])
+def test_help_dry_run_and_bad_input_never_import_ray(tmp_path, module, argv):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CIFAR10_DIR": str(tmp_path / "data")}  # made by the no_ray fixture
+    done = subprocess.run([sys.executable, "-c", _IMPORTS, module, *argv, "--results-dir",
+                           str(tmp_path)] if argv != ["--help"] else
+                          [sys.executable, "-c", _IMPORTS, module, *argv],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "NO-RAY", done.stderr

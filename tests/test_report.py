@@ -256,7 +256,7 @@ def test_several_runs_need_out(tmp_path, capsys):
 # ---- end to end ---------------------------------------------------------------------------
 
 SECTIONS = ("## 1. Ranking of configurations", "## 2. Each axis",
-            "## 3. The seed report's claims, judged", "## 4. Hyperparameter importance",
+            "## 3. The reference report's claims, judged", "## 4. Hyperparameter importance",
             "## 5. Provenance")
 
 

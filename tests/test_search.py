@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sweep.settings import Settings
 from sweep import search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def test_bad_input_is_one_line_exit_2_before_ray(tmp_path, tiny_cifar_dir, capsy
 def test_space_is_data_and_lam_only_for_penalised_trials():
     import optuna
 
-    settings = {**search.DEFAULTS, "search_axes": "regulariser"}
+    settings = Settings(**search.DEFAULTS, search_axes="regulariser")
     space = search.build_space(settings)
     assert space["choices"] == {"regulariser": ["l1", "l2", "none"]}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -73,8 +74,30 @@ def test_search_and_grid_share_one_trainable():
     assert "train_trial" in inspect.getsource(tuning.trainable_for)
     for module in (search, grid):
         source = inspect.getsource(module)
-        assert "def train_trial" not in source and "fit(" not in source
-    assert "fit(" in inspect.getsource(train_trial)
+        assert "def train_trial" not in source and "fit(" not in source and "fit_fused" not in source
+    assert train_trial.__module__ == "sweep.trainable"
+
+
+def test_every_trial_trains_through_the_one_loop(monkeypatch):
+    """A search trial (flat config), a grid trial ({"trial": ...}) and a fused grid trial all
+    train through cifar_core.train.fit_fused, as stacks of 1, 1 and 2."""
+    from cifar_core import TrialConfig
+    from cifar_core.data import synthetic
+    from sweep import trainable
+
+    stacks, reports = [], []
+    real = trainable.fit_fused
+    monkeypatch.setattr(trainable, "fit_fused", lambda cfgs, *a, **k: stacks.append(len(cfgs))
+                        or real(cfgs, *a, **k))
+    monkeypatch.setattr(trainable.tune, "report", lambda metrics, checkpoint: reports.append(metrics))
+    monkeypatch.setattr(trainable.tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(trainable.tune.Checkpoint, "from_directory", lambda folder: None)
+    cfg = TrialConfig(epochs=1, batch_size=64).to_dict()
+    data = synthetic(128, 64, seed=0).to_numpy()
+    for config in (cfg, {"trial": cfg}, {"trial": {"members": [cfg, dict(cfg, lr=1e-2)]}}):
+        trainable.train_trial(config, data)
+    assert stacks == [1, 1, 2]
+    assert [("members" in r, r["epoch"]) for r in reports] == [(False, 1), (False, 1), (True, 1)]
 
 
 @pytest.mark.ray

@@ -10,7 +10,7 @@ import torch
 
 from cifar_core import TrialConfig, fit
 from cifar_core.data import DataError, holdout, subset, synthetic
-from cifar_core.fused import fit_fused
+from cifar_core.train import fit_fused
 from sweep import search
 
 DATA = synthetic(500, 100, seed=0)  # 50 training images per class

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 ACC, LOSS, TRAIN_ACC = "final_test_acc", "final_test_loss", "final_train_acc"
 _AN = {"transform": "augment+normalize"}
-_SEED_SETUP = ("the reference compared all data with the baseline's 50%, changing the data "
+_REFERENCE_SETUP = ("the reference compared all data with the baseline's 50%, changing the data "
                "fraction and the transform at once")
 
 
@@ -53,7 +53,7 @@ def _transform_claims() -> list[Claim]:
                         ("augment+normalize", "augmentation + normalisation")):
         out += _both(f"{name} beats the baseline (the reference's setup)", figures[level],
                      {"transform": level, "data_fraction": 1.0},
-                     {"transform": "none", "data_fraction": 0.5}, note=_SEED_SETUP)
+                     {"transform": "none", "data_fraction": 0.5}, note=_REFERENCE_SETUP)
         out += _both(f"{name} beats no transform at equal data", figures[level],
                      {"transform": level}, {"transform": "none"})
     rivals = tuple({"transform": t} for t in ("none", "augment", "normalize"))

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-ORDER = {  # the seed's order of each categorical axis (others sort naturally)
+ORDER = {  # the reference's order of each categorical axis (others sort naturally)
     "transform": ("none", "augment", "normalize", "augment+normalize"),
     "model": ("baseline", "dropout"),
     "regulariser": ("none", "l1", "l2"),
@@ -24,7 +24,7 @@ def missing(x) -> bool:
 
 
 def sort_levels(axis: str, values) -> list:
-    """Distinct values of an axis in the seed's order (numbers ascending, unknowns last)."""
+    """Distinct values of an axis in the reference's order (numbers ascending, unknowns last)."""
     distinct = list(dict.fromkeys(v.item() if isinstance(v, np.generic) else v for v in values))
     order = ORDER.get(axis, ())
     return sorted(distinct, key=lambda v: (order.index(v) if v in order else len(order),

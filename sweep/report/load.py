@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..schema import MEMBER_PATTERN
+
 CATEGORICAL = ("transform", "model", "regulariser", "optimiser")
-FUSED_MEMBER = r"-m\d+$"  # sweep.recorder writes fused member k of Ray trial T as "T-m<k>"
 FLOATS = ("lam", "lr", "data_fraction")
 INTS = ("epochs", "batch_size")
 CONFIG = ("transform", "model", "regulariser", "lam", "optimiser", "lr", "epochs", "batch_size",
@@ -163,4 +164,4 @@ def combine_runs(runs: list[Run]) -> Run:
 
 def ray_trial_ids(trial_ids: pd.Series) -> pd.Series:
     """The Ray trial each recorded trial ran in: a fused member's id without its -m<k>."""
-    return trial_ids.astype(str).str.replace(FUSED_MEMBER, "", regex=True)
+    return trial_ids.astype(str).str.replace(MEMBER_PATTERN, "", regex=True)

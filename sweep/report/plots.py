@@ -142,7 +142,7 @@ def plot_claims(claims: pd.DataFrame, path) -> None:
              + (f" [{r['level']}]" if r.get("level") else "") for _, r in rows.iterrows()]
     ax.set_yticks(range(len(rows)), names)
     ax.set(xlabel="paired effect in the claimed direction (pts; > 0 favours the claim)",
-           ylabel="claim", title="Seed claims on accuracy: paired effect with 95% CI")
+           ylabel="claim", title="Reference claims on accuracy: paired effect with 95% CI")
     handles = {h.get_label(): h for h in ax.get_legend_handles_labels()[0]}
     ax.legend(handles.values(), handles.keys(), title="verdict", fontsize="small",
               loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -54,7 +54,7 @@ def render_header(s: Summary) -> str:
         lines += ["", "> **Note:** the run was interrupted before every trial finished."]
     elif any(m.get("status") == "running" for m in s.metas.values()):
         lines += ["", "> **Note:** run.json says the sweep is still running."]
-    sections = ["Ranking of configurations", "Each axis", "The seed report's claims, judged",
+    sections = ["Ranking of configurations", "Each axis", "The reference report's claims, judged",
                 "Hyperparameter importance", "Provenance"]
     if (s.claims["relu"]).any():
         sections.insert(3, "What the ReLU on the logits costs")
@@ -69,7 +69,8 @@ def render_header(s: Summary) -> str:
 
 
 def config_name(s: Summary, row: pd.Series) -> str:
-    """A configuration by its seed label, else by its varying axes."""
+    """A configuration by its label (the reference experiment it reproduces), else by its
+    varying axes."""
     return row["label"] or _config_text({a: row[a] for a in s.axes}) or "the only configuration"
 
 

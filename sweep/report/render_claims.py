@@ -132,7 +132,7 @@ def render_claims(s, images: dict) -> str:
     claims = s.claims[~s.claims["relu"]]
     levels = ("[faithful] keeps the reference's ReLU on the logits, [corrected] removes it."
               if claims["level"].ne("").any() else "")
-    out = ["## 3. The seed report's claims, judged", "",
+    out = ["## 3. The reference report's claims, judged", "",
            f"**Rule.** {verdict_rule(design['alpha'], design['looks'])}", "",
            "Columns A and B are our means over the informative pairs (± 95% t-interval); effects "
            "on accuracy are in percentage points (pts), on loss in nats. *p* is the raw (or "
@@ -165,7 +165,7 @@ def render_relu(s) -> str:
         return ""
     return "\n".join([
         "## What the ReLU on the logits costs", "",
-        "The seed's networks end in a ReLU, so every logit is clipped at zero before the "
+        "The reference's networks end in a ReLU, so every logit is clipped at zero before the "
         "cross-entropy. Pairs below differ only in `final_relu` (same rule and family as "
         "section 3): A is without the ReLU, B with it.", "", *claims_tables(rows)])
 
