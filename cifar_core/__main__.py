@@ -11,25 +11,10 @@ import json
 import os
 import sys
 
-from .config import MODELS, OPTIMISERS, REGULARISERS, TRANSFORMS, ConfigError, TrialConfig
+from .config import HELP, ConfigError, TrialConfig
 from .data import DataError, load_cifar10
 from .process import setup_process
 from .train import TrainState, fit, resolve_device
-
-_HELP = {
-    "transform": f"input transform level: {', '.join(TRANSFORMS)} (seed spellings accepted)",
-    "model": f"network: {', '.join(MODELS)} (dropout = Dropout(0.25) in the linear block)",
-    "regulariser": f"weight penalty: {', '.join(REGULARISERS)} (L1 = λ·Σ|w|, L2 = λ·Σw²)",
-    "lam": "penalty strength λ (>= 0; used by l1/l2)",
-    "optimiser": f"optimiser: {', '.join(OPTIMISERS)} (SGD has no momentum, as in the seed)",
-    "lr": "learning rate (> 0)",
-    "epochs": "epochs to train (>= 1)",
-    "batch_size": "training batch size (>= 1)",
-    "data_fraction": "stratified share of the training split to use, in (0, 1]; the test split is whole",
-    "final_relu": "keep the seed's ReLU on the logits: true/false",
-    "seed": "seed for weights, data order, subset and augmentation (>= 0)",
-}
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit 2, never a usage dump
@@ -43,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrialConfig):
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, dest=f.name, default=getattr(defaults, f.name), metavar="VALUE",
-                       help=f"{_HELP[f.name]} (default: {getattr(defaults, f.name)})")
+                       help=f"{HELP[f.name]} (default: {getattr(defaults, f.name)})")
     p.add_argument("--data-dir", help="CIFAR-10 folder: torchvision's cifar-10-batches-py/ or "
                    "train/<class>/ + test/<class>/ images (default: $CIFAR10_DIR, else ~/.cache/cifar10)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 if absent")

@@ -1,7 +1,8 @@
 """The trial as data: one frozen, validated config per trial and one result per epoch.
 
-Every hyperparameter a trial reads lives in `TrialConfig`; execution settings (device, data dir,
-threads, results path) never do. Build it from a sweep's dict with `TrialConfig(**cfg)` (or
+Every hyperparameter a trial reads lives in `TrialConfig`, with what the rest of the project needs
+to know about it (kind, help, check, levels) in its field's metadata; execution settings (device,
+data dir, threads, results path) never do. Build it from a sweep's dict with `TrialConfig(**cfg)` (or
 `TrialConfig.from_dict`, which names unknown keys) and derive variants with `dataclasses.replace`.
 """
 from __future__ import annotations
@@ -58,32 +59,68 @@ def parse_bool(key: str, value) -> bool:
     raise ConfigError(f"{key}={value!r} is not allowed; choose true or false")
 
 
+def _field(default, kind: str, help: str, check, levels: tuple = ()):
+    """A TrialConfig field: its default, kind ("axis": a grid/search axis; "scalar": one value per
+    sweep; "seed"), help text (every CLI's), check (key, value) -> canonical value, and levels
+    (the reference's order of a categorical axis, for reports)."""
+    return dataclasses.field(default=default, metadata={"kind": kind, "help": help,
+                                                        "check": check, "levels": levels})
+
+
+def _choice(key, value):
+    return canonical(key, value)
+
+
+def _number(kind, ok, allowed: str):
+    def check(key, value):
+        try:
+            if isinstance(value, bool) or (kind is int and float(value) != int(float(value))):
+                raise ValueError
+            number = kind(float(value)) if kind is int else float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} is not allowed; use {allowed}") from None
+        if math.isnan(number) or not ok(number):
+            raise ConfigError(f"{key}={value!r} is not allowed; use {allowed}")
+        return number
+    return check
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrialConfig:
-    """Every hyperparameter of one trial; defaults are the seed report's."""
+    """Every hyperparameter of one trial; defaults are the reference report's.
 
-    transform: str = "none"
-    model: str = "baseline"
-    regulariser: str = "none"
-    lam: float = 1e-3
-    optimiser: str = "adam"
-    lr: float = 1e-3
-    epochs: int = 10
-    batch_size: int = 256
-    data_fraction: float = 1.0
-    final_relu: bool = True
-    seed: int = 0
+    A field's metadata says everything else needs to know about it (see _field): adding a
+    hyperparameter is one field here plus the code that uses it; the sweep's axes and flags, the
+    results columns and the report's axes follow from these fields.
+    """
+
+    transform: str = _field("none", "axis", "input transform level: " + ", ".join(TRANSFORMS)
+                            + " (the reference's spellings accepted)", _choice, TRANSFORMS)
+    model: str = _field("baseline", "axis", "network: baseline, dropout (Dropout(0.25) in the "
+                        "linear block)", _choice, MODELS)
+    regulariser: str = _field("none", "axis", "weight penalty: none, l1, l2 (L1 = λ·Σ|w|, "
+                              "L2 = λ·Σw²)", _choice, REGULARISERS)
+    optimiser: str = _field("adam", "axis", "optimiser: adam, sgd (SGD has no momentum, as in "
+                            "the reference)", _choice, OPTIMISERS)
+    lr: float = _field(1e-3, "axis", "learning rate (> 0)", _number(float, lambda v: v > 0,
+                                                                   "a number > 0"))
+    lam: float = _field(1e-3, "axis", "penalty strength λ (>= 0; used by l1/l2)",
+                        _number(float, lambda v: v >= 0, "a number >= 0"))
+    final_relu: bool = _field(True, "axis", "keep the reference's ReLU on the logits: true, false",
+                              parse_bool, (True, False))
+    data_fraction: float = _field(1.0, "axis", "stratified share of the training split, in (0, 1]"
+                                  " (the test split is whole)",
+                                  _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]"))
+    epochs: int = _field(10, "scalar", "epochs to train (>= 1)",
+                         _number(int, lambda v: v >= 1, "an integer >= 1"))
+    batch_size: int = _field(256, "scalar", "training batch size (>= 1)",
+                             _number(int, lambda v: v >= 1, "an integer >= 1"))
+    seed: int = _field(0, "seed", "seed for weights, data order, subset, augmentation and dropout "
+                       "(>= 0)", _number(int, lambda v: v >= 0, "an integer >= 0"))
 
     def __post_init__(self):
-        for key in _CHOICES:
-            object.__setattr__(self, key, canonical(key, getattr(self, key)))
-        object.__setattr__(self, "final_relu", parse_bool("final_relu", self.final_relu))
-        _check_number(self, "lr", float, lambda v: v > 0, "a number > 0")
-        _check_number(self, "lam", float, lambda v: v >= 0, "a number >= 0")
-        _check_number(self, "data_fraction", float, lambda v: 0 < v <= 1, "a number in (0, 1]")
-        _check_number(self, "epochs", int, lambda v: v >= 1, "an integer >= 1")
-        _check_number(self, "batch_size", int, lambda v: v >= 1, "an integer >= 1")
-        _check_number(self, "seed", int, lambda v: v >= 0, "an integer >= 0")
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, f.metadata["check"](f.name, getattr(self, f.name)))
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrialConfig":
@@ -98,17 +135,11 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
 
-def _check_number(cfg, key, kind, ok, allowed):
-    value = getattr(cfg, key)
-    try:
-        if isinstance(value, bool) or (kind is int and float(value) != int(float(value))):
-            raise ValueError
-        number = kind(float(value)) if kind is int else float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}={value!r} is not allowed; use {allowed}") from None
-    if math.isnan(number) or not ok(number):
-        raise ConfigError(f"{key}={value!r} is not allowed; use {allowed}")
-    object.__setattr__(cfg, key, number)
+FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
+AXES = tuple(name for name, f in FIELDS.items() if f.metadata["kind"] == "axis")
+SCALARS = tuple(name for name, f in FIELDS.items() if f.metadata["kind"] == "scalar")
+HELP = {name: f.metadata["help"] for name, f in FIELDS.items()}
+LEVELS = {name: f.metadata["levels"] for name, f in FIELDS.items() if f.metadata["levels"]}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,31 +12,20 @@ import sys
 
 from .runfolder import SweepError
 from .settings import Settings
-from .space import AXES
-
-AXIS_HELP = {
-    "transform": "input transforms: none, augment, normalize, augment+normalize",
-    "model": "networks: baseline, dropout",
-    "regulariser": "weight penalties: none, l1, l2",
-    "optimiser": "optimisers: adam, sgd",
-    "lr": "learning rates (> 0)",
-    "lam": "penalty strengths λ for l1/l2 (>= 0)",
-    "final_relu": "keep the seed's ReLU on the logits: true, false",
-    "data_fraction": "shares of the training split, in (0, 1]",
-}
-
+from .space import AXES, HELP
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    """Flags both entry points share (defaults live in the entry point, so YAML can override)."""
+def add_common(p: argparse.ArgumentParser, axes: tuple = AXES) -> None:
+    """Flags both entry points share (defaults live in Settings, so YAML can override), with a
+    comma-list flag for each of `axes` (help from TrialConfig's fields)."""
     p.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
-    for axis in AXES:
+    for axis in axes:
         p.add_argument("--" + axis.replace("_", "-"), dest=axis, metavar="A,B,...",
-                       help=f"comma list of {AXIS_HELP[axis]}")
+                       help=f"comma list; {HELP[axis]}")
     p.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 become an axis (default 1)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default 10)")
     p.add_argument("--batch-size", type=int, help="training batch size (default 256)")

@@ -29,19 +29,16 @@ def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    """Every setting of a sweep invocation; None on an axis means the entry point's default."""
+# what trains: one field per TrialConfig axis (a comma list or YAML list; None: the entry point's
+# default), generated so that a new hyperparameter needs no edit here
+_Axes = dataclasses.make_dataclass("_Axes", [(a, object, field(default=None)) for a in AXES],
+                                   frozen=True, kw_only=True)
 
-    # what trains: grid axes (comma lists or YAML lists) / a search's fixed values
-    transform: object = None
-    model: object = None
-    regulariser: object = None
-    optimiser: object = None
-    lr: object = None
-    lam: object = None
-    final_relu: object = None
-    data_fraction: object = None
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(_Axes):
+    """Every setting of a sweep invocation: the axes (from _Axes), then these."""
+
     seeds: int = 1
     epochs: int = DEFAULT_SCALARS["epochs"]
     batch_size: int = DEFAULT_SCALARS["batch_size"]

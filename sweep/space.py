@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import itertools
 
-from cifar_core.config import MODELS, OPTIMISERS, REGULARISERS, TRANSFORMS, TrialConfig
+from cifar_core.config import (AXES, FIELDS, HELP, MODELS, OPTIMISERS, REGULARISERS, SCALARS,  # noqa: F401
+                               TRANSFORMS, TrialConfig)
 
-# Axes a grid can vary (comma lists on the command line); order = column order in results.
-AXES = ("transform", "model", "regulariser", "optimiser", "lr", "lam", "final_relu", "data_fraction")
-SCALARS = ("epochs", "batch_size")
-
-DEFAULT_GRID = {  # the seed's full study: 4 x 2 x 3 x 2 x 2 = 96 trials
+# AXES: what a grid can vary (comma lists on the command line), SCALARS: one value per sweep;
+# both are TrialConfig's fields by kind (cifar_core.config), in its order.
+DEFAULT_GRID = {  # the reference's full study: 4 x 2 x 3 x 2 x 2 = 96 trials; any other axis
+    **{axis: [FIELDS[axis].default] for axis in AXES},  # stays at TrialConfig's default
     "transform": list(TRANSFORMS),
     "model": list(MODELS),
     "regulariser": list(REGULARISERS),
     "optimiser": list(OPTIMISERS),
     "lr": [1e-3, 1e-5],
-    "lam": [1e-3],
-    "final_relu": [True],
-    "data_fraction": [1.0],
 }
-DEFAULT_SCALARS = {"epochs": 10, "batch_size": 256}
+DEFAULT_SCALARS = {scalar: FIELDS[scalar].default for scalar in SCALARS}
 
 SMOKE_GRID = dict(DEFAULT_GRID, transform=["augment+normalize"], model=["baseline"],
                   regulariser=["none"], optimiser=["adam", "sgd"], lr=[1e-3], data_fraction=[0.02])

@@ -5,13 +5,9 @@ import math
 
 import numpy as np
 
-ORDER = {  # the reference's order of each categorical axis (others sort naturally)
-    "transform": ("none", "augment", "normalize", "augment+normalize"),
-    "model": ("baseline", "dropout"),
-    "regulariser": ("none", "l1", "l2"),
-    "optimiser": ("adam", "sgd"),
-    "final_relu": (True, False),
-}
+from cifar_core.config import LEVELS
+
+ORDER = LEVELS  # the reference's order of each categorical axis (others sort naturally)
 NAMES = {"final_test_acc": "test accuracy", "final_test_loss": "test loss",
          "gap": "train − test accuracy gap", "lam": "λ", "lr": "learning rate",
          "data_fraction": "data fraction", "final_relu": "ReLU on logits",

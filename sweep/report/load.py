@@ -12,20 +12,25 @@ from pathlib import Path
 
 import pandas as pd
 
+from cifar_core.config import FIELDS
+
 from ..schema import MEMBER_PATTERN
 
-CATEGORICAL = ("transform", "model", "regulariser", "optimiser")
-FLOATS = ("lam", "lr", "data_fraction")
-INTS = ("epochs", "batch_size")
-CONFIG = ("transform", "model", "regulariser", "lam", "optimiser", "lr", "epochs", "batch_size",
-          "data_fraction", "final_relu")
+# a trial's configuration: TrialConfig's fields but the seed, typed as the fields are
+CONFIG = tuple(name for name in FIELDS if name != "seed")
+CATEGORICAL = tuple(name for name in CONFIG if FIELDS[name].type == "str")
+FLOATS = tuple(name for name in CONFIG if FIELDS[name].type == "float")
+INTS = tuple(name for name in CONFIG if FIELDS[name].type == "int")
+BOOLS = tuple(name for name in CONFIG if FIELDS[name].type == "bool")
 METRICS = ("final_train_acc", "final_test_acc", "final_test_loss")
 # filled with nan when a run predates them (val_*: also empty when nothing was held out)
 LATER_METRICS = ("final_train_eval_acc", "final_train_eval_loss", "final_val_acc",
                  "final_val_loss", "best_val_acc")
 OPTIONAL_METRICS = ("final_train_loss", "best_test_acc", "epochs_done", "train_seconds",
                     *LATER_METRICS)
-TRIAL_COLUMNS = ("trial_id", *CONFIG, "seed", "status", *METRICS)
+# required; a hyperparameter added after a run was recorded reads as its default there
+TRIAL_COLUMNS = ("trial_id", "transform", "model", "regulariser", "optimiser", "lr", "lam", "seed",
+                 "status", *METRICS)
 EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 EPOCH_COLUMNS = ("trial_id", "epoch", *EPOCH_METRICS)
 ACCURACIES = ("final_train_acc", "final_test_acc", "best_test_acc", "train_acc", "test_acc",
@@ -62,13 +67,13 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     return frame
 
 
-def _as_bool(value, path: Path):
+def _as_bool(column: str, value, path: Path):
     text = str(value).strip().lower()
     if text in ("true", "1", "1.0", "yes"):
         return True
     if text in ("false", "0", "0.0", "no"):
         return False
-    raise ReportInputError(f"{path}: column 'final_relu' has value {value!r}, not True/False")
+    raise ReportInputError(f"{path}: column '{column}' has value {value!r}, not True/False")
 
 
 def _numeric(frame: pd.DataFrame, column: str, path: Path, strict: bool) -> pd.Series:
@@ -87,9 +92,13 @@ def typed_trials(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     out = frame.copy()
     out["trial_id"] = out["trial_id"].astype(str)
     out["label"] = out["label"].fillna("").astype(str) if "label" in out else ""
+    for column in CONFIG:
+        if column not in out:  # the run predates this hyperparameter: it trained at the default
+            out[column] = FIELDS[column].default
     for column in (*CATEGORICAL, "status"):
         out[column] = out[column].astype(str).str.strip().str.lower()
-    out["final_relu"] = [_as_bool(v, path) for v in out["final_relu"]]
+    for column in BOOLS:
+        out[column] = [_as_bool(column, v, path) for v in out[column]]
     for column in (*FLOATS, *INTS, "seed"):
         out[column] = _numeric(out, column, path, strict=True)
     for column in INTS + ("seed",):
