@@ -11,6 +11,7 @@ it and `--resume --name X` keeps adding trials to it.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import sys
@@ -20,20 +21,23 @@ from cifar_core.errors import DataError
 
 from . import cli
 from .runfolder import SweepError
-from .settings import Settings
-from .space import SEARCH_RANGES, SEARCHABLE_CATEGORICALS, canonical_trial
+from .settings import Settings, flag
+from .space import AXES, SEARCH_RANGES, SEARCHABLE_CATEGORICALS, canonical_trial
 
 PROG = "python -m sweep.search"
 FIXED_DEFAULTS = {"transform": "augment+normalize", "model": "baseline", "regulariser": "l2",
                   "optimiser": "adam", "final_relu": True, "data_fraction": 1.0}
 DEFAULTS = {"val_size": 5000}  # a search selects on held-out images; the rest: Settings
+SEARCHED = tuple(SEARCH_RANGES)  # the axes Optuna samples from log-uniform ranges: lr, lam
 JOURNAL = "study.journal"
 METRIC = "val_acc"  # what the sampler, the scheduler and the reported best all maximise
 
 
 def build_parser():
     p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
-    cli.add_common(p)
+    cli.add_common(p, axes=tuple(a for a in AXES if a not in SEARCHED))
+    for axis in SEARCHED:  # searched, not set: refused with a pointer to the range flag, unlisted
+        p.add_argument(flag(axis), dest=axis, help=argparse.SUPPRESS)
     p.add_argument("--n-trials", type=int, help="trials to run (default 20; on --resume: more)")
     p.add_argument("--search-axes", metavar="A,B", help="categorical axes to search too: "
                    + ", ".join(SEARCHABLE_CATEGORICALS) + " (their flag lists give the choices)")
@@ -80,7 +84,7 @@ def build_space(settings: Settings) -> dict:
                              f"it to one unless it is named in --search-axes")
         else:
             fixed[axis] = canonical_trial({axis: given[0] if given else FIXED_DEFAULTS[axis]})[axis]
-    for axis in ("lr", "lam"):
+    for axis in SEARCHED:
         if getattr(settings, axis) is not None:
             raise SweepError(f"--{axis} is searched; set its range with --{axis}-range LO:HI")
     check_val_size(settings.val_size)

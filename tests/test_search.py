@@ -132,3 +132,11 @@ def test_seeded_search_prunes_records_and_resumes(tmp_path, tiny_cifar_dir):
     assert len(set(pairs)) == 10, pairs  # the resumed sampler proposed new (lr, λ), not repeats
     info = json.loads((run / "run.json").read_text())
     assert info["best"]["n_study_trials"] == 10  # the same Optuna study kept growing
+
+
+def test_help_lists_only_flags_a_search_takes(capsys):
+    with pytest.raises(SystemExit):
+        search.build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "--lr-range" in text and "--lam-range" in text and "--transform" in text
+    assert "--lr " not in text and "--lam " not in text and "--lr A,B" not in text
