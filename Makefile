@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $(STAMP)
 
-# The test tools (pytest, ruff) come from the project's `test` extra.
+# The test tools (pytest, ruff) come from the project's `test` extra; the tests also cover the
+# optional `mlflow` extra (--mlflow), so it is installed with them.
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,mlflow]'
 	touch $(TEST_STAMP)
 
 # Unpack the shared CIFAR-10 copy into a cache outside the repo when it is not there yet;

@@ -11,7 +11,7 @@ import os
 import sys
 
 from .runfolder import SweepError
-from .settings import Settings
+from .settings import Settings, flag
 from .space import AXES, HELP
 
 class Parser(argparse.ArgumentParser):
@@ -54,6 +54,18 @@ def add_common(p: argparse.ArgumentParser, axes: tuple = AXES) -> None:
                    help="a tiny end-to-end run (2 trials, 1 epoch, 2%% of the data)")
     p.add_argument("--report", action="store_true", default=None,
                    help="write the Markdown report when the sweep ends")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="URI",
+                   help="log every trial to MLflow (params, per-epoch metrics, status, command) "
+                        "at URI; default a file store in the run folder (RUN/mlruns); needs "
+                        "pip install -e '.[mlflow]'")
+    p.add_argument("--keep-weights", action="store_true", default=None,
+                   help="save each trial's final weights as weights/<trial_id>.pt in the run folder "
+                        "(torch.load(FILE, weights_only=True) -> {'config', 'model'}, as "
+                        "python -m cifar_core --save)")
+    p.add_argument("--grace-epochs", type=int,
+                   help="ASHA: epochs before a trial may be stopped early (default 1)")
+    p.add_argument("--reduction-factor", type=int,
+                   help="ASHA: each rung keeps the best 1/N of the trials (default 2)")
 
 
 def parse_settings(parser: argparse.ArgumentParser, argv: list[str],
@@ -75,7 +87,13 @@ def as_list(value) -> list:
 
 
 def fail(prog: str, err: Exception) -> int:
-    print(f"{prog}: error: {err}", file=sys.stderr)
+    """One line on stderr, exit code 2. A TrialConfig error names its key as the library does
+    (`lr=0 is not allowed`); on the command line it is spelled as the flag (`--lr=0 ...`)."""
+    message = str(err)
+    key = message.split("=", 1)[0]
+    if "=" in message and key in Settings.keys():
+        message = flag(key) + message[len(key):]
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -114,6 +132,14 @@ def preflight(settings: Settings, name: str | None) -> None:
         check_location(settings.results_dir, "probe")
     check_data_dir(data_dir_for(settings), download=settings.download)
     check_resources(settings)
+    check_mlflow(settings)
+
+
+def check_mlflow(settings: Settings) -> None:
+    import importlib.util
+
+    if settings.mlflow is not None and importlib.util.find_spec("mlflow") is None:
+        raise SweepError("--mlflow needs MLflow, which is not installed: pip install -e '.[mlflow]'")
 
 
 def resume_folder(settings: Settings):

@@ -34,6 +34,9 @@ def build_parser():
     p.add_argument("--preset", choices=["seed"], help="seed: the seed report's runs, labelled")
     p.add_argument("--dry-run", action="store_true", default=None,
                    help="print one line per trial and the count; run nothing")
+    p.add_argument("--scheduler", choices=["none", "asha"],
+                   help="asha: stop trials early by val_acc (needs --val-size; trains unfused); "
+                        "default none, the reference's protocol: every trial runs every epoch")
     p.add_argument("--fuse", type=int, metavar="N",
                    help="train up to N trials that differ only in lr, lam, regulariser, optimiser "
                         f"and seed as one stacked model per Ray trial (default {FUSE}; 1: off)")
@@ -71,6 +74,20 @@ def fuse_groups(trials: list[dict], fuse: int) -> list[list[dict]] | None:
     return [group[i:i + n] for group in by_shared.values() for i in range(0, len(group), n)]
 
 
+def check_scheduler(settings: Settings) -> Settings:
+    """--scheduler asha stops configurations one by one on held-out images: it needs --val-size
+    and trains unfused (--fuse 1, the default with it). SweepError otherwise."""
+    if settings.scheduler != "asha":
+        return settings
+    if not settings.val_size:
+        raise SweepError("--scheduler asha stops trials by val_acc, never by test accuracy; "
+                         "give --val-size N (training images held out, e.g. 5000)")
+    if "fuse" in settings.given and settings.fuse != 1:
+        raise SweepError(f"--scheduler asha stops configurations one by one; --fuse="
+                         f"{settings.fuse} would stop a whole stack at once: use --fuse 1")
+    return settings.replace(fuse=1)
+
+
 def dry_run(trials: list[dict], groups: list[list[dict]] | None = None) -> None:
     """One numbered line per trial (under a header per Ray trial when fused), then the counts."""
     purpose = {label: text for label, text, _ in SEED_EXPERIMENTS}
@@ -97,6 +114,7 @@ def main(argv=None) -> int:
             if settings.dry_run:
                 raise SweepError("--dry-run lists a new sweep's trials; drop it with --resume")
             return _resume(cli.resumed_settings(settings), argv)
+        settings = check_scheduler(settings)
         trials = build_trials(settings)
         groups = fuse_groups(trials, settings.fuse)
         cli.preflight(settings, settings.name)
@@ -118,8 +136,10 @@ def _launch(settings, argv, trials, space, groups=None) -> int:
     points = trials if groups is None else [{"members": group} for group in groups]
 
     def make_tuner(trainable, run_config):
+        extra = {} if settings.scheduler == "none" else dict(
+            scheduler=tuning.asha(settings, trials[0]["epochs"]), metric="val_acc", mode="max")
         return tune.Tuner(trainable, param_space={"trial": tune.grid_search(points)},
-                          tune_config=tuning.tune_config(settings), run_config=run_config)
+                          tune_config=tuning.tune_config(settings, **extra), run_config=run_config)
 
     # n_trials counts configurations (fused members each count, in Progress too); epochs count
     # Ray trials' epochs, as Progress sees them

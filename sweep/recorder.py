@@ -18,15 +18,16 @@ from ray import tune
 
 from .progress import Progress, _finite  # noqa: F401 (tuner.pkl of older runs names Progress here)
 from .runfolder import keep_complete_state
-from .schema import (COMPLETED, CONFIG_COLUMNS, DIVERGED, EPOCH_COLUMNS, EPOCHS_CSV, ERROR,
-                     METRICS, PENDING, PRUNED, RUNNING, TRIAL_COLUMNS, TRIALS_CSV, append_rows,
-                     configurations, member_ids, read_csv, write_csv)
+from .schema import (BOOKKEEPING, CONFIG_COLUMNS, DIVERGED, EPOCH_COLUMNS, EPOCHS_CSV, ERROR,
+                     METRICS, PENDING, RUNNING, TRIAL_COLUMNS, TRIALS_CSV, append_rows,
+                     configurations, final_status, member_ids, read_csv, write_csv)
 from .tensorboard import Board, run_names
 
 
 class Recorder(tune.Callback):
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, keep_weights: bool = False):
         self.run_dir = os.path.abspath(run_dir)
+        self.keep_weights = keep_weights
         self._setup()
 
     def _setup(self):
@@ -40,10 +41,11 @@ class Recorder(tune.Callback):
         self._ray_dirs = (None, None)
 
     def __getstate__(self):
-        return {"run_dir": self.run_dir}
+        return {"run_dir": self.run_dir, "keep_weights": self.keep_weights}
 
     def __setstate__(self, state):
         self.run_dir = state["run_dir"]
+        self.keep_weights = state.get("keep_weights", False)
         self._setup()
 
     def _path(self, name):
@@ -90,13 +92,12 @@ class Recorder(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         for row in self._rows(trial):
-            if row["status"] == DIVERGED:
-                pass
-            elif int(row["epochs_done"] or 0) >= int(row["epochs"]):
-                row["status"] = COMPLETED
-            else:
-                row["status"] = PRUNED  # stopped early by the scheduler
+            row["status"] = final_status(diverged=row["status"] == DIVERGED, error=False,
+                                         epochs_done=int(row["epochs_done"] or 0),
+                                         epochs=int(row["epochs"]))
             self._close(row)
+        if self.keep_weights:
+            self._export_weights(trial)
         self._flush(epochs=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -119,7 +120,7 @@ class Recorder(tune.Callback):
     def _row(self, trial_id: str, values: dict) -> dict:
         if trial_id not in self.trials:
             self.trials[trial_id] = {c: "" for c in TRIAL_COLUMNS} | {
-                "trial_id": trial_id, **{c: values.get(c, "") for c in CONFIG_COLUMNS},
+                "trial_id": trial_id, **{c: values.get(c, "") for c in (*BOOKKEEPING, *CONFIG_COLUMNS)},
                 "status": PENDING, "epochs_done": 0}
         return self.trials[trial_id]
 
@@ -138,6 +139,21 @@ class Recorder(tune.Callback):
                    train_seconds=sum(float(r["train_seconds"] or 0) for r in mine),
                    node=result.get("node", row["node"]))
         row["status"] = DIVERGED if result.get("status") == DIVERGED else RUNNING
+
+    def _export_weights(self, trial) -> None:
+        """--keep-weights: each configuration's final weights from the trial's last checkpoint
+        (synced to the run folder, so this works for trials on other nodes too) as
+        weights/<trial_id>.pt; a diverged configuration's weights are not kept."""
+        from .trainable import export_weights
+
+        checkpoint = getattr(trial, "checkpoint", None)
+        if checkpoint is None:
+            return
+        rows = self._rows(trial)
+        keep = [row["trial_id"] if row["status"] != DIVERGED else None for row in rows]
+        with checkpoint.as_directory() as folder:
+            export_weights(folder, configurations(trial.config), keep,
+                           os.path.join(self.run_dir, "weights"))
 
     def _name(self, row: dict) -> str:
         """The trial's TensorBoard run name, fixed at its first use (sweep.tensorboard)."""

@@ -27,12 +27,26 @@ PENDING, RUNNING = "pending", "running"
 COMPLETED, DIVERGED, PRUNED, ERROR = "completed", "diverged", "pruned", "error"
 TERMINAL = (COMPLETED, DIVERGED, ERROR, PRUNED)
 
+
+def final_status(*, diverged: bool, error: bool, epochs_done: int, epochs: int) -> str:
+    """How a configuration ended: diverged (a NaN/inf loss), error (failed after its retries),
+    completed (every epoch), else pruned (stopped early by a scheduler). trials.csv, the Optuna
+    study and MLflow all use this."""
+    if diverged:
+        return DIVERGED
+    if error:
+        return ERROR
+    return COMPLETED if epochs_done >= epochs else PRUNED
+
 HYPERPARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig))
-CONFIG_COLUMNS = ("label", *HYPERPARAMETERS)  # label: the reference experiment(s) a trial reproduces
+# keys a trial's config may carry besides its hyperparameters: the reference experiment(s) it
+# reproduces (grid --preset seed) and its Optuna study trial number (search)
+BOOKKEEPING = ("label", "study_number")
+CONFIG_COLUMNS = ("label", *HYPERPARAMETERS)
 METRICS = tuple(f.name for f in dataclasses.fields(EpochResult) if f.name not in ("epoch", "status"))
 SCORES = tuple(m for m in METRICS if m.endswith(("_loss", "_acc")))  # final_<score> per trial
 BEST = ("test_acc", "val_acc")  # best_<score> over a trial's epochs
-TRIAL_COLUMNS = ("trial_id", *CONFIG_COLUMNS, "status", "epochs_done",
+TRIAL_COLUMNS = ("trial_id", "study_number", *CONFIG_COLUMNS, "status", "epochs_done",
                  *(f"final_{s}" for s in SCORES), *(f"best_{s}" for s in BEST),
                  "train_seconds", "node")
 EPOCH_COLUMNS = ("trial_id", *CONFIG_COLUMNS, "epoch", *METRICS, "status", "node")

@@ -44,10 +44,11 @@ def build_parser():
     p.add_argument("--lr-range", metavar="LO:HI", help="log-uniform lr range (default 1e-5:1e-1)")
     p.add_argument("--lam-range", metavar="LO:HI", help="log-uniform λ range (default 1e-6:1e-1)")
     p.add_argument("--no-prune", action="store_true", default=None, help="no ASHA early stopping")
-    p.add_argument("--grace-epochs", type=int, help="epochs before ASHA may stop a trial (default 1)")
     p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://... or sqlite:///s.db "
                    f"(default: journal file {JOURNAL} in the run folder)")
     p.add_argument("--sampler-seed", type=int, help="TPE sampler seed (default 0)")
+    p.add_argument("--dry-run", action="store_true", default=None,
+                   help="make every check, print the search space and plan; run nothing")
     return p
 
 
@@ -157,21 +158,18 @@ def make_tuner_factory(settings: Settings, space: dict, storage, study_name: str
     """
     from optuna.samplers import TPESampler
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from . import tuning
+    from .study import FaithfulOptunaSearch
 
     def make_tuner(trainable, run_config):
-        searcher = OptunaSearch(space=functools.partial(define_by_run, space=space),
-                                metric=METRIC, mode="max", study_name=study_name,
-                                sampler=TPESampler(seed=settings.sampler_seed + seed_offset),
-                                storage=storage())
+        searcher = FaithfulOptunaSearch(space=functools.partial(define_by_run, space=space),
+                                        metric=METRIC, mode="max", study_name=study_name,
+                                        sampler=TPESampler(seed=settings.sampler_seed + seed_offset),
+                                        storage=storage(), epochs=space["epochs"])
         limited = ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent or 2)
-        scheduler = None if settings.no_prune else ASHAScheduler(
-            time_attr="training_iteration", max_t=space["epochs"],
-            grace_period=min(settings.grace_epochs, space["epochs"]), reduction_factor=2)
+        scheduler = None if settings.no_prune else tuning.asha(settings, space["epochs"])
         config = tuning.tune_config(settings.replace(max_concurrent=None), search_alg=limited,
                                     scheduler=scheduler, num_samples=n_trials,
                                     metric=METRIC, mode="max")
@@ -235,14 +233,37 @@ def main(argv=None) -> int:
                              "is judged by its val_acc; replicate chosen configurations with "
                              "python -m sweep.grid --seeds N, then python -m sweep.settle")
         if settings.resume:
+            if settings.dry_run:
+                raise SweepError("--dry-run shows a new search's space; drop it with --resume")
             return _resume(cli.resumed_settings(settings, also=("n_trials",)), argv)
         if settings.smoke:
             settings = settings.replace(n_trials=2, epochs=1, data_fraction=0.02)
         space = build_space(settings)
         cli.preflight(settings, settings.name)
+        if settings.dry_run:
+            dry_run(settings, space)
+            return 0
         return _launch(settings, argv, space)
     except (SweepError, ConfigError, DataError) as err:
         return cli.fail(PROG, err)
+
+
+def dry_run(settings: Settings, space: dict) -> None:
+    """What the search would do, after every check the real run makes (storage included)."""
+    if settings.storage:
+        open_storage(settings, "")  # an unreachable URL is refused here too
+    print(f"{settings.n_trials} trials of {space['epochs']} epochs (batch {space['batch_size']}, "
+          f"seed {space['seed']}), selected on val_acc of {settings.val_size} held-out images")
+    print(f"lr: log-uniform {space['lr_range'][0]:g}..{space['lr_range'][1]:g}; "
+          f"lam: log-uniform {space['lam_range'][0]:g}..{space['lam_range'][1]:g} (l1/l2 only)")
+    for axis, choices in space["choices"].items():
+        print(f"{axis}: one of {', '.join(choices)}")
+    for axis, value in space["fixed"].items():
+        print(f"{axis}: {value}")
+    pruner = "none" if settings.no_prune else \
+        f"ASHA (grace {settings.grace_epochs}, reduction {settings.reduction_factor})"
+    print(f"sampler: TPE (seed {settings.sampler_seed}); early stopping: {pruner}; "
+          f"at most {settings.max_concurrent or 2} trials at once")
 
 
 def _launch(settings, argv, space) -> int:
@@ -255,7 +276,7 @@ def _launch(settings, argv, space) -> int:
     n = settings.n_trials
     extra = {"search": {"n_trials": n, "sampler": f"TPESampler(seed={settings.sampler_seed})",
                         "pruner": "none" if settings.no_prune else
-                        f"ASHA(grace={settings.grace_epochs}, reduction=2)",
+                        f"ASHA(grace={settings.grace_epochs}, reduction={settings.reduction_factor})",
                         "storage": url or JOURNAL, "study_name": settings.name,
                         "metric": METRIC, "val_size": settings.val_size}}
     return tuning.launch(kind="search", prog=PROG, module="sweep.search", argv=argv,

@@ -59,10 +59,15 @@ class Settings(_Axes):
     val_size: int = 0
     smoke: bool = False
     report: bool = False
+    mlflow: str | None = None  # log to MLflow: a tracking URI, "" for <run>/mlruns
+    keep_weights: bool = False  # export each trial's final weights to weights/<trial_id>.pt
+    grace_epochs: int = 1  # ASHA: epochs before a trial may be stopped
+    reduction_factor: int = 2  # ASHA: keep the best 1/reduction_factor at each rung
     # sweep.grid
     preset: str | None = None
     dry_run: bool = False
     fuse: int = 4
+    scheduler: str = "none"  # "asha": early stopping on val_acc (opt-in)
     # sweep.search
     n_trials: int = 20
     search_axes: str = ""
@@ -71,7 +76,6 @@ class Settings(_Axes):
     no_prune: bool = False
     storage: str | None = None
     sampler_seed: int = 0
-    grace_epochs: int = 1
     # the keys this invocation set explicitly (a flag or --config), for --resume
     given: frozenset = field(default=frozenset(), compare=False)
 
@@ -199,6 +203,8 @@ _CHECKS = {
     **{key: _COUNT for key in ("seeds", "epochs", "batch_size", "max_concurrent", "fuse",
                                 "n_trials", "grace_epochs")},
     "max_failures": _number(int, lambda v: v >= 0, "an integer >= 0"),
+    "reduction_factor": _number(int, lambda v: v >= 2, "an integer >= 2", optional=False),
+    "scheduler": _choice("none", "asha"),
     "val_size": _number(int, lambda v: v >= 0, "an integer >= 0", optional=False),
     "sampler_seed": _number(int, lambda v: v >= 0, "an integer >= 0", optional=False),
     "cpus_per_trial": _number((int, float), lambda v: v > 0, "a number > 0", optional=False),
@@ -206,7 +212,7 @@ _CHECKS = {
     "amp": _choice("none", "bf16"),
     "preset": _choice("seed"),
     **{key: _boolean for key in ("download", "resume", "channels_last", "smoke", "report",
-                                 "dry_run", "no_prune")},
-    **{key: _text for key in ("data_dir", "results_dir", "name", "address", "storage")},
+                                 "dry_run", "no_prune", "keep_weights")},
+    **{key: _text for key in ("data_dir", "results_dir", "name", "address", "storage", "mlflow")},
 }
 assert set(_CHECKS) | set(AXES) | {"search_axes", "lr_range", "lam_range"} == set(Settings.keys())

@@ -23,10 +23,9 @@ from ray import tune
 
 from cifar_core import CifarData, FusedState, TrialConfig, fit_fused, resolve_device, setup_process
 
-from .schema import configurations, trial_values
+from .schema import BOOKKEEPING, configurations, trial_values
 
 STATE_FILE = "state.pt"
-LABEL_KEYS = ("label",)  # bookkeeping keys a trial dict may carry besides TrialConfig's fields
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def _best(results: list, key: str) -> float:
 
 
 def _config(values: dict) -> TrialConfig:
-    return TrialConfig.from_dict({k: v for k, v in values.items() if k not in LABEL_KEYS})
+    return TrialConfig.from_dict({k: v for k, v in values.items() if k not in BOOKKEEPING})
 
 
 def _restored(state, device):
@@ -93,6 +92,23 @@ def _report(metrics: dict, state) -> None:
     with tempfile.TemporaryDirectory() as folder:
         torch.save(state.state_dict(), os.path.join(folder, STATE_FILE))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def export_weights(checkpoint_dir: str, configs: list[dict], names: list[str | None],
+                   folder: str) -> None:
+    """Member k of a trial checkpoint as folder/<names[k]>.pt ({"config", "model"} on CPU, as
+    python -m cifar_core --save writes it); members named None are skipped."""
+    state = torch.load(os.path.join(checkpoint_dir, STATE_FILE), weights_only=True,
+                       map_location="cpu")
+    members = state.get("members") or [state]
+    os.makedirs(folder, exist_ok=True)
+    for name, values, member in zip(names, configs, members):
+        if name is None:
+            continue
+        cfg = _config(values).to_dict()
+        path = os.path.join(folder, f"{name}.pt")
+        torch.save({"config": cfg, "model": member["model"]}, path + ".tmp")
+        os.replace(path + ".tmp", path)
 
 
 def node_name() -> str:

@@ -35,6 +35,15 @@ def tune_config(settings: Settings, **extra) -> tune.TuneConfig:
                            trial_dirname_creator=lambda trial: trial.trial_id, **extra)
 
 
+def asha(settings: Settings, epochs: int):
+    """Ray Tune's ASHA early stopping by epoch (the metric and mode come from TuneConfig)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", max_t=epochs,
+                         grace_period=min(settings.grace_epochs, epochs),
+                         reduction_factor=settings.reduction_factor)
+
+
 def launch(*, kind, prog, module, argv, settings, space, trials, make_tuner, extra=None,
            finish=None) -> int:
     """Start a new run; `trials` is the planned trial count and total epochs as (n, epochs)."""
@@ -129,10 +138,14 @@ def restore_tuner(path: str, trainable, settings: Settings):
 
 
 def run_config(folder: RunFolder, settings: Settings, info: dict, ray_dir: str = RAY_DIR):
+    callbacks = [Recorder(folder.path, keep_weights=settings.keep_weights),
+                 Progress(info.get("session_trials", info["n_trials"]), info["total_epochs"])]
+    if settings.mlflow is not None:
+        from .tracking import mlflow_callback
+
+        callbacks.append(mlflow_callback(settings.mlflow, folder.path, info["name"], info["command"]))
     return tune.RunConfig(
-        name=ray_dir, storage_path=folder.path, verbose=0,
-        callbacks=[Recorder(folder.path),
-                   Progress(info.get("session_trials", info["n_trials"]), info["total_epochs"])],
+        name=ray_dir, storage_path=folder.path, verbose=0, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 

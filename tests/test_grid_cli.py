@@ -165,16 +165,16 @@ def assert_refused(code: int, lines: list[str], err: str, *words: str) -> None:
     (["--transform", "none,sparkle"], ["transform", "sparkle"]),
     (["--model", "resnet"], ["model", "resnet"]),
     (["--optimiser", "rmsprop"], ["optimiser", "rmsprop"]),
-    (["--lr", "0"], ["lr", "'0'"]),
+    (["--lr", "0"], ["--lr='0'"]),  # one spelling in messages: the flag's
     (["--lr", "1e-3,-1e-3"], ["lr", "-1e-3"]),
     (["--lr", "fast"], ["lr", "fast"]),
     (["--lam", "-1"], ["lam", "-1"]),
-    (["--final-relu", "maybe"], ["final_relu", "maybe"]),
+    (["--final-relu", "maybe"], ["--final-relu", "maybe"]),
     (["--epochs", "0"], ["--epochs", "0"]),
     (["--epochs", "1.5"], ["--epochs", "1.5"]),
     (["--seeds", "0"], ["--seeds", "0"]),
-    (["--data-fraction", "1.5"], ["data_fraction", "1.5"]),
-    (["--data-fraction", "0"], ["data_fraction", "'0'"]),
+    (["--data-fraction", "1.5"], ["--data-fraction", "1.5"]),
+    (["--data-fraction", "0"], ["--data-fraction='0'"]),
     (["--optimiser", ","], ["--optimiser", "empty"]),
     (["--preset", "seed", "--lr", "1e-3"], ["--preset seed", "--lr"]),
     (["--cpus-per-trial", "0"], ["--cpus-per-trial", "0"]),
@@ -374,6 +374,7 @@ print("RAY" if "ray" in sys.modules else "NO-RAY", file=sys.stderr)
     ("sweep.grid", ["--epochs", "0"]), ("sweep.grid", ["--transform", "bogus"]),
     ("sweep.grid", ["--resume", "--name", "nothing-here"]),
     ("sweep.search", ["--help"]), ("sweep.search", ["--n-trials", "0"]),
+    ("sweep.search", ["--dry-run", "--search-axes", "regulariser"]),
 ])
 def test_help_dry_run_and_bad_input_never_import_ray(tmp_path, module, argv):
     import os
@@ -386,3 +387,27 @@ def test_help_dry_run_and_bad_input_never_import_ray(tmp_path, module, argv):
                           [sys.executable, "-c", _IMPORTS, module, *argv],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.stderr.strip().splitlines()[-1] == "NO-RAY", done.stderr
+
+
+def test_asha_needs_a_hold_out_and_trains_unfused(capsys):
+    code, lines, err = run(capsys, "--dry-run", "--scheduler", "asha")
+    assert code == 2 and "--val-size" in err and len(err.strip().splitlines()) == 1
+    code, lines, err = run(capsys, "--dry-run", "--scheduler", "asha", "--val-size", "100",
+                           "--fuse", "4")
+    assert code == 2 and "--fuse 1" in err
+    code, lines, err = run(capsys, "--dry-run", "--scheduler", "asha", "--val-size", "100")
+    assert code == 0 and lines[-1] == "96 trials" and not any("Ray trial" in ln for ln in lines)
+
+
+def test_every_bad_value_is_named_at_once_and_yaml_keys_by_line(capsys, tmp_path):
+    code, lines, err = run(capsys, "--dry-run", "--epochs", "0", "--max-failures", "-1",
+                           "--reduction-factor", "1")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--epochs=0" in err and "--max-failures=-1" in err and "--reduction-factor=1" in err
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 2\nlearning_rate: 1e-3\nsedes: 3\n")
+    code, lines, err = run(capsys, "--dry-run", "--config", config)
+    assert code == 2 and "learning_rate (line 2, column 1)" in err and "sedes (line 3, column 1)" in err
+    config.write_text("epochs: 2\nlr: [1e-3\n")
+    code, lines, err = run(capsys, "--dry-run", "--config", config)
+    assert code == 2 and "line 3" in err and len(err.strip().splitlines()) == 1

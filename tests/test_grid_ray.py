@@ -393,9 +393,10 @@ def test_smoke_run_on_real_cifar10(real_cifar_dir, tmp_path):
 
 def test_resume_applies_the_max_failures_it_is_given(finished_run):
     from sweep import tuning
+    from sweep.settings import Settings
     from sweep.trainable import train_trial
 
-    settings = {"max_failures": 5}
+    settings = Settings(max_failures=5)
     tuner = tuning.restore_tuner(str(finished_run["folder"] / "ray"), train_trial, settings)
     assert tuner._local_tuner._run_config.failure_config.max_failures == 5
 

@@ -122,6 +122,7 @@ def test_seeded_search_prunes_records_and_resumes(tmp_path, tiny_cifar_dir):
     assert info["kind"] == "search" and info["status"] == "finished"
     assert set(info["best"]["params"]) == {"lr", "lam"} and 0 <= info["best"]["value"] <= 1
     assert "best: val acc" in first.stdout and (run / "study.journal").exists()
+    assert_study_matches_trials_csv(run, trials, epochs=4)
 
     again = run_search(*common, "--resume", "--n-trials", "2", data_dir=tiny_cifar_dir)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -132,6 +133,30 @@ def test_seeded_search_prunes_records_and_resumes(tmp_path, tiny_cifar_dir):
     assert len(set(pairs)) == 10, pairs  # the resumed sampler proposed new (lr, λ), not repeats
     info = json.loads((run / "run.json").read_text())
     assert info["best"]["n_study_trials"] == 10  # the same Optuna study kept growing
+    assert_study_matches_trials_csv(run, after, epochs=4)
+
+
+def assert_study_matches_trials_csv(run: Path, trials: list[dict], epochs: int) -> None:
+    """The Optuna study (what optuna-dashboard shows) says what trials.csv says: states, one
+    intermediate value per epoch, the sweep's trial_id and one numbering."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name=run.name,
+                              storage=JournalStorage(JournalFileBackend(str(run / "study.journal"))))
+    state = {"completed": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "error": "FAIL"}
+    by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
+    assert set(by_id) == {t["trial_id"] for t in trials}
+    for row in trials:
+        study_trial = by_id[row["trial_id"]]
+        assert study_trial.state.name == state[row["status"]], row
+        assert study_trial.user_attrs["status"] == row["status"]
+        assert int(row["study_number"]) == study_trial.number
+        if row["status"] != "diverged":
+            assert sorted(study_trial.intermediate_values) == list(range(1, int(row["epochs_done"]) + 1))
+        if row["status"] == "completed":
+            assert study_trial.value == pytest.approx(float(row["final_val_acc"]))
 
 
 def test_help_lists_only_flags_a_search_takes(capsys):
@@ -140,3 +165,15 @@ def test_help_lists_only_flags_a_search_takes(capsys):
     text = capsys.readouterr().out
     assert "--lr-range" in text and "--lam-range" in text and "--transform" in text
     assert "--lr " not in text and "--lam " not in text and "--lr A,B" not in text
+
+
+def test_dry_run_prints_the_space_after_the_real_checks(capsys, tmp_path, monkeypatch):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "data"))
+    assert search.main(["--dry-run", "--search-axes", "regulariser", "--n-trials", "7",
+                        "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("7 trials of 10 epochs") and "regulariser: one of l1, l2, none" in out
+    assert not (tmp_path / "study").exists() and "val_acc of 5000" in out
+    assert search.main(["--dry-run", "--name", "../escape", "--results-dir", str(tmp_path)]) == 2
+    assert "--name='../escape'" in capsys.readouterr().err

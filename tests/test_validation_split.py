@@ -12,6 +12,7 @@ from cifar_core import TrialConfig, fit
 from cifar_core.data import DataError, holdout, subset, synthetic
 from cifar_core.train import fit_fused
 from sweep import search
+from sweep.settings import Settings
 
 DATA = synthetic(500, 100, seed=0)  # 50 training images per class
 
@@ -84,7 +85,7 @@ def test_a_holdout_too_big_for_the_data_fails_before_ray(tmp_path, tiny_cifar_di
     code = search.main(["--results-dir", str(tmp_path), "--name", "x", "--data-dir",
                         str(tiny_cifar_dir)])  # the default 5000 > 600 training images
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "val_size=5000" in err, err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--val-size=5000" in err, err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -101,7 +102,7 @@ def test_search_selects_on_val_acc_and_records_test_beside(tmp_path, tiny_cifar_
     run = tmp_path / "val"
     trials, epochs = rows(run / "trials.csv"), rows(run / "epochs.csv")
     study = optuna.load_study(study_name="val", storage=search.open_storage(
-        {"storage": None}, str(run))[0]())
+        Settings(), str(run))[0]())
     assert len(study.trials) == len(trials) == 2
     for t in study.trials:
         row = next(r for r in trials if float(r["lr"]) == t.params["lr"])

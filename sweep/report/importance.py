@@ -96,16 +96,22 @@ def importance(finished: pd.DataFrame, axes=CONFIG) -> Importance:
 
 
 def search_info(trials: pd.DataFrame, meta: dict) -> SearchInfo:
-    """Trial number (row order of trials.csv), the final accuracy the search selected on
-    (validation; test for runs before --val-size), final test accuracy and the running best."""
+    """Trial number (the Optuna study's, trials.csv's study_number; row order for runs that
+    predate it), the final accuracy the search selected on (validation; test for runs before
+    --val-size), final test accuracy and the running best."""
     search = dict(meta.get("search") or {})
     val_size = int(search.get("val_size") or (meta.get("settings") or {}).get("val_size") or 0)
     metric = "val_acc" if val_size else "test_acc"
-    history = pd.DataFrame({"number": np.arange(len(trials)),
+    numbers = pd.to_numeric(trials.get("study_number"), errors="coerce") \
+        if "study_number" in trials else pd.Series(dtype=float)
+    numbered = len(numbers) == len(trials) and numbers.notna().all()
+    history = pd.DataFrame({"number": numbers.astype(int).to_numpy() if numbered
+                            else np.arange(len(trials)),
                             "trial_id": trials["trial_id"].to_numpy(),
                             "value": trials[f"final_{metric}"].to_numpy(),
                             "test": trials["final_test_acc"].to_numpy(),
                             "status": trials["status"].to_numpy()})
+    history = history.sort_values("number", kind="stable").reset_index(drop=True)
     done = history["value"].where(history["status"].eq("completed"))
     history["best"] = done.cummax().ffill()
     best = meta.get("best") or {}

@@ -99,8 +99,9 @@ def render_search(s, images: dict) -> str:
     """Optimisation history and best parameters of each search run."""
     if not s.searches:
         return ""
-    out = ["## Search", "", "Trial number is the row order of trials.csv; the red line is the "
-           "best final accuracy the search selected on, over completed trials so far."]
+    out = ["## Search", "", "Trial number is the Optuna study's (trials.csv's study_number; the "
+           "row order for runs that predate it); the red line is the best final accuracy the "
+           "search selected on, over completed trials so far."]
     for name, info in s.searches.items():
         settings = ", ".join(f"{k}: {v}" for k, v in info.settings.items()) or fmt.DASH
         params = [[k, fmt.level(v)] for k, v in info.best_params.items()]
@@ -108,7 +109,7 @@ def render_search(s, images: dict) -> str:
                 fmt.image(images, f"history:{name}", f"Optimisation history of {name}"), ""]
         out.append(_best_in_trials(info))
         if params:
-            number = "" if info.best_number is None else f" (Optuna trial {info.best_number})"
+            number = "" if info.best_number is None else f" (number {info.best_number})"
             out += ["", f"Best trial reported in run.json{number}: "
                         f"{_accuracies(info, info.best_value, info.best_test)}, with:", "",
                     fmt.table(["parameter", "value"], params)]
