@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     except (ConfigError, DataError) as err:
         print(f"python -m cifar_core: error: {err}", file=sys.stderr)
         return 2
-    setup_process(run["threads"])
     device = resolve_device(run["device"])
+    setup_process(run["threads"], device)
     state = TrainState.create(cfg, device)
     status = "completed"
     for result in fit(cfg, data, device, state=state, amp=run["amp"]):

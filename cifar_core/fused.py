@@ -86,6 +86,7 @@ def forward(template: nn.Module, stacked: list[torch.Tensor], x: torch.Tensor,
 
 
 def dropout_masks(h: torch.Tensor, p: float, drops: list[torch.Generator]) -> torch.Tensor:
-    """Member k's scaled keep-mask drawn from drops[k] as F.dropout draws it on CPU."""
-    return torch.stack([torch.empty(h.shape[1:], dtype=h.dtype, device=h.device)
+    """Member k's scaled keep-mask drawn from drops[k] as F.dropout draws it on CPU; in float32
+    even under bf16 autocast (1/0.75 in bf16 would be 1.3359)."""
+    return torch.stack([torch.empty(h.shape[1:], dtype=torch.float32, device=h.device)
                         .bernoulli_(1 - p, generator=g).div_(1 - p) for g in drops])

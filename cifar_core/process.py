@@ -17,12 +17,14 @@ import sys
 import torch
 
 
-def setup_process(threads: int | None = None) -> dict:
-    """Apply every training setting to this thread and process; returns what was applied."""
+def setup_process(threads: int | None = None, device: str = "cpu") -> dict:
+    """Apply every training setting to this thread and process; returns what was applied. The
+    malloc settings are for CPU training (activations in host memory): skipped for cuda."""
     applied = {"flush_denormals": flush_denormals()}  # first: threads started below inherit it
     if threads:
         torch.set_num_threads(threads)
-    applied.update(threads=torch.get_num_threads(), allocator=tune_allocator())
+    cpu = torch.device(device).type == "cpu"
+    applied.update(threads=torch.get_num_threads(), allocator=cpu and tune_allocator())
     return applied
 
 

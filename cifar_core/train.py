@@ -79,8 +79,24 @@ class TrainState:
         state = {"drop_rng": state.get("torch_rng"), **state}
         for rng, key in ((self.order_rng, "order_rng"), (self.aug_rng, "aug_rng"),
                          (self.drop_rng, "drop_rng")):
-            rng.set_state(state[key].cpu())  # map_location may have moved the states
+            _restore_rng(rng, state[key], key, int(state["epoch"]))
         self.epoch = int(state["epoch"])
+
+
+def _restore_rng(rng: torch.Generator, saved: torch.Tensor, name: str, epoch: int) -> None:
+    """Set `rng` to a checkpointed state. States are CPU byte tensors whatever map_location did;
+    a state saved on another device type (CPU and CUDA generators differ in size) cannot be
+    restored: the stream is re-seeded from its own position and the epoch, with a warning."""
+    saved = saved.cpu()
+    if saved.numel() == rng.get_state().numel():
+        rng.set_state(saved)
+        return
+    import warnings
+
+    seed = (int(saved.to(torch.int64).sum()) * 1_000_003 + epoch) % 2**63
+    warnings.warn(f"checkpoint's {name} was saved on another device type; re-seeded it "
+                  f"(the resumed trial draws a different but equally random stream)", stacklevel=3)
+    rng.manual_seed(seed)
 
 
 def _dropout_rng(cfg: TrialConfig, device: torch.device) -> torch.Generator:

@@ -44,8 +44,8 @@ def train_trial(config: dict, data: dict, execution: Execution = Execution()) ->
     diverged member ends normally (no retry)."""
     fused = "members" in trial_values(config)
     cfgs = [_config(values) for values in configurations(config)]
-    setup_process(execution.threads)
-    device = resolve_device(execution.device)
+    device = resolve_device(trial_device(execution))
+    setup_process(execution.threads, device)
     state = _restored(FusedState.create(cfgs, device), device)
     node = node_name()
     for results in fit_fused(cfgs, CifarData.from_numpy(data), device, state=state,
@@ -66,6 +66,16 @@ def _metrics(result, execution: Execution) -> dict:
     if not execution.val_size:
         del metrics["val_loss"], metrics["val_acc"]
     return metrics
+
+
+def trial_device(execution: Execution) -> str:
+    """The device a trial trains on: the one named, else cuda only when Ray booked this trial a
+    GPU (Ray leaves CUDA_VISIBLE_DEVICES alone for a trial with none booked, so picking cuda by
+    availability would share a GPU nobody booked), else cpu."""
+    if execution.device:
+        return execution.device
+    booked = ray.get_gpu_ids() if ray.is_initialized() else []
+    return "cuda" if booked else "cpu"
 
 
 def _best(results: list, key: str) -> float:
