@@ -107,6 +107,22 @@ def start_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, **kwargs)
 
 
+def warn_unplaceable(settings: Settings) -> str | None:
+    """On a cluster (--address), a warning line when no node has the CPUs or GPUs one trial asks
+    for right now (its autoscaler may still add one), naming what the nodes have."""
+    if not settings.address:
+        return None
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    cpus, gpus = settings.cpus_per_trial, settings.gpus_per_trial or 0
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return None
+    have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes) or "no node"
+    line = (f"warning: no node of the cluster at {settings.address} has {cpus:g} CPU and {gpus:g} "
+            f"GPU for one trial now (nodes: {have}); trials wait until the autoscaler adds one")
+    print(line, flush=True)
+    return line
+
+
 def trainable_for(settings: Settings, data_arrays: dict):
     """The shared trainable with its resources and the dataset riding in the object store."""
     gpus = settings.gpus_per_trial
@@ -155,6 +171,7 @@ def run_sweep(*, folder: RunFolder, settings: Settings, info: dict, make_tuner, 
     """Run (or restore) the sweep in `folder`; returns "finished" or "interrupted"."""
     start_ray(settings.address)
     try:
+        warn_unplaceable(settings)
         trainable = trainable_for(settings, data_arrays)
         if settings.resume and make_tuner is None:
             tuner = restore_tuner(os.path.join(folder.path, info.get("ray_dir", RAY_DIR)),

@@ -411,3 +411,15 @@ def test_every_bad_value_is_named_at_once_and_yaml_keys_by_line(capsys, tmp_path
     config.write_text("epochs: 2\nlr: [1e-3\n")
     code, lines, err = run(capsys, "--dry-run", "--config", config)
     assert code == 2 and "line 3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cluster_that_cannot_place_a_trial_gets_a_warning(monkeypatch, capsys):
+    from sweep import tuning
+    from sweep.settings import Settings
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 64.0}}]
+    monkeypatch.setattr(tuning.ray, "nodes", lambda: nodes)
+    line = tuning.warn_unplaceable(Settings(address="10.0.0.1:6379", cpus_per_trial=4.0))
+    assert line and "2 CPU/0 GPU" in line and "4 CPU" in line and line in capsys.readouterr().out
+    assert tuning.warn_unplaceable(Settings(address="10.0.0.1:6379", cpus_per_trial=2.0)) is None
+    assert tuning.warn_unplaceable(Settings(cpus_per_trial=64.0)) is None  # local: refused earlier
