@@ -26,9 +26,9 @@ DEFAULT_THREADS = torch.get_num_threads()  # before anything sets it: the seed l
 from cifar_core.data import DataError, load_cifar10, resolve_data_dir  # noqa: E402
 from sweep.space import DEFAULT_SCALARS  # noqa: E402
 
-from . import memory, report, sweep_overhead, throughput  # noqa: E402
+from . import memory, report, scaling, sweep_overhead, throughput  # noqa: E402
 
-SECTIONS = ("throughput", "overhead", "memory")
+SECTIONS = ("throughput", "overhead", "memory", "scaling")
 HERE = Path(__file__).resolve().parent
 
 
@@ -44,6 +44,7 @@ class Plan:
     memory_grid: dict
     memory_epochs: int
     memory_fraction: float
+    scaling_epochs: int = 1  # the scaling grid: the overhead grid and data fraction, this long
 
 
 FULL = Plan(images=None, repeats=1, overhead_grid=sweep_overhead.FULL_GRID,
@@ -109,6 +110,9 @@ def run_section(name: str, plan: Plan, data, data_dir: str) -> dict:
         return sweep_overhead.measure_overhead(grid=plan.overhead_grid, data_dir=data_dir,
                                                epochs=plan.overhead_epochs,
                                                fraction=plan.overhead_fraction, log=log)
+    if name == "scaling":
+        return scaling.measure_scaling(grid=plan.overhead_grid, epochs=plan.scaling_epochs,
+                                       fraction=plan.overhead_fraction, data_dir=data_dir, log=log)
     return memory.measure_memory(grid=plan.memory_grid, epochs=plan.memory_epochs,
                                  fraction=plan.memory_fraction, data_dir=data_dir, log=log)
 
@@ -139,6 +143,8 @@ def main(argv=None) -> int:
                "plan": dataclasses.asdict(plan), "data_dir": data_dir, "machine": machine_info()}
     for name in (s for s in SECTIONS if s in only):  # fixed order, whatever --only's order
         results[name] = run_section(name, plan, data, data_dir)
+        if name == "scaling":
+            results["scaling_speedup"] = results[name]["scaling_speedup"]
         write_json(results, out)  # after each section: a later failure keeps what was measured
     results["machine"]["load_average_end"] = os.getloadavg()
     results["seconds"] = time.monotonic() - start

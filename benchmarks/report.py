@@ -16,7 +16,7 @@ def table(header: list[str], rows: list[list], right: set[int] = frozenset()) ->
 def render(results: dict) -> str:
     parts = [render_machine(results)]
     for key, fn in (("throughput", render_throughput), ("overhead", render_overhead),
-                    ("memory", render_memory)):
+                    ("memory", render_memory), ("scaling", render_scaling)):
         if key in results:
             parts.append(fn(results[key]))
     return "\n\n".join(parts) + "\n"
@@ -106,6 +106,18 @@ def render_memory(m: dict) -> str:
     floor = m["worker_import_floor"]["pss_anon"]
     return "\n".join([head, body, f"a trial worker's import floor (private): {_mb(floor)}",
                       m["verdict"], "at the 2-trial peak:", _processes(runs["2"]["peak_processes"])])
+
+
+def render_scaling(s: dict) -> str:
+    rows = [[name, f"{r['wall_seconds']:.1f} s", f"{r['tune_fit_seconds']:.1f} s",
+             str(r["ray_trials"]), ", ".join(f"{n}: {k}" for n, k in r["ray_trials_per_node"].items())]
+            for name, r in (("1 node x 1 CPU", s["one_node"]), ("2 nodes x 1 CPU", s["two_nodes"]))]
+    head = (f"(d) Scaling: the same grid ({s['one_node']['configurations']} configurations, "
+            f"{s['epochs']} epoch(s), data fraction {s['data_fraction']:g}) on loopback clusters")
+    body = table(["cluster", "wall", "in tuner.fit", "Ray trials", "Ray trials per node"], rows,
+                 right={1, 2, 3})
+    return "\n".join([head, body, f"scaling_speedup (wall 1 node / 2 nodes): "
+                      f"{s['scaling_speedup']:.2f}x; inside tuner.fit {s['tune_fit_speedup']:.2f}x"])
 
 
 def _processes(rows: list[dict]) -> str:

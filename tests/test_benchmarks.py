@@ -118,3 +118,13 @@ def test_overhead_grid_runs_the_grids_epochs_unless_told_and_rejects_bad_counts(
     with pytest.raises(SystemExit) as exit_:
         plan_for(parser.parse_args(["--overhead-epochs", "0"]), parser)
     assert exit_.value.code == 2 and "--overhead-epochs=0" in capsys.readouterr().err
+
+
+def test_scaling_section_renders_both_clusters_and_the_ratio():
+    run = {"wall_seconds": 100.0, "tune_fit_seconds": 90.0, "configurations": 16, "ray_trials": 8}
+    scaling = {"epochs": 1, "data_fraction": 1.0, "scaling_speedup": 1.85, "tune_fit_speedup": 1.9,
+               "one_node": dict(run, ray_trials_per_node={"a": 8}),
+               "two_nodes": dict(run, wall_seconds=54.0, ray_trials_per_node={"a": 4, "b": 4})}
+    text = report.render_scaling(scaling)
+    assert "1 node x 1 CPU" in text and "2 nodes x 1 CPU" in text and "1.85x" in text
+    assert "a: 4, b: 4" in text
