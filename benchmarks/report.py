@@ -16,7 +16,8 @@ def table(header: list[str], rows: list[list], right: set[int] = frozenset()) ->
 def render(results: dict) -> str:
     parts = [render_machine(results)]
     for key, fn in (("throughput", render_throughput), ("overhead", render_overhead),
-                    ("memory", render_memory), ("scaling", render_scaling)):
+                    ("memory", render_memory), ("scaling", render_scaling),
+                    ("growth", render_growth)):
         if key in results:
             parts.append(fn(results[key]))
     return "\n\n".join(parts) + "\n"
@@ -118,6 +119,16 @@ def render_scaling(s: dict) -> str:
                  right={1, 2, 3})
     return "\n".join([head, body, f"scaling_speedup (wall 1 node / 2 nodes): "
                       f"{s['scaling_speedup']:.2f}x; inside tuner.fit {s['tune_fit_speedup']:.2f}x"])
+
+
+def render_growth(g: dict) -> str:
+    rows = [[str(n), f"{r['wall_seconds']:.1f} s", f"{r['tune_fit_seconds']:.1f} s"]
+            for n, r in g["runs"].items()]
+    head = (f"(e) How cost grows: configurations of {g['epochs']} epoch(s) on "
+            f"{g['data_fraction']:g} of the data, this machine, 2 Ray trials at once")
+    return "\n".join([head, table(["configurations", "wall", "in tuner.fit"], rows, right={0, 1, 2}),
+                      f"fit: wall = {g['fixed_seconds']:.1f} s fixed + "
+                      f"{g['marginal_seconds_per_configuration']:.2f} s per configuration"])
 
 
 def _processes(rows: list[dict]) -> str:

@@ -26,7 +26,7 @@ def measure_scaling(*, grid: dict = FULL_GRID, epochs: int = 1, fraction: float 
     for nodes in (1, 2):
         with loopback_cluster(nodes) as address:
             log(f"  {nodes} node(s) of 1 CPU at {address}: python -m sweep.grid {' '.join(argv)}")
-            run = run_grid([*argv, "--address", address])
+            run = run_grid([*argv, "--address", address], timeout_s=3600)
         ray_trials = {t["trial_id"].split("-m")[0]: t["node"] for t in run.trials}
         runs[nodes] = {"wall_seconds": run.wall_seconds,
                        "tune_fit_seconds": float(run.info.get("wall_seconds") or 0.0),
@@ -40,6 +40,39 @@ def measure_scaling(*, grid: dict = FULL_GRID, epochs: int = 1, fraction: float 
             "tune_fit_speedup": runs[1]["tune_fit_seconds"] / max(runs[2]["tune_fit_seconds"], 1e-9)}
 
 
+def measure_growth(*, epochs: int = 1, fraction: float = 0.02, data_dir: str | None,
+                   log=print) -> dict:
+    """Wall time of 4, 16 and 96 configurations (the quick, the overhead and the default grid;
+    `epochs`, `fraction`) on this machine's embedded Ray, 2 Ray trials at once, the grid's
+    fusing; a least-squares line wall = fixed + marginal x configurations through the three."""
+    import numpy as np
+
+    from .sweep_overhead import QUICK_GRID
+
+    flags = ["--epochs", str(epochs), "--data-fraction", str(fraction), "--max-concurrent", "2",
+             "--max-failures", "0"] + (["--data-dir", str(data_dir)] if data_dir else [])
+    grids = {4: grid_argv(**QUICK_GRID, epochs=epochs, fraction=fraction, max_concurrent=2,
+                          data_dir=data_dir),
+             16: grid_argv(**FULL_GRID, epochs=epochs, fraction=fraction, max_concurrent=2,
+                           data_dir=data_dir),
+             96: flags}
+    runs = {}
+    for n, argv in grids.items():
+        log(f"  {n} configurations: python -m sweep.grid {' '.join(argv)}")
+        run = run_grid(argv, timeout_s=3600)
+        assert len(run.trials) == n, (n, len(run.trials))
+        runs[n] = {"wall_seconds": run.wall_seconds,
+                   "tune_fit_seconds": float(run.info.get("wall_seconds") or 0.0)}
+        log(f"    wall {run.wall_seconds:.1f} s")
+    n = np.array(list(runs), dtype=float)
+    marginal, fixed = np.polyfit(n, np.array([r["wall_seconds"] for r in runs.values()]), 1)
+    return {"epochs": epochs, "data_fraction": fraction, "runs": runs,
+            "fixed_seconds": float(fixed), "marginal_seconds_per_configuration": float(marginal)}
+
+
+ENV = ("RAY_TMPDIR", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+
+
 class loopback_cluster:
     """A Ray cluster of `nodes` nodes with 1 CPU each on 127.0.0.1; yields its address."""
 
@@ -50,8 +83,11 @@ class loopback_cluster:
         from ray.cluster_utils import Cluster
 
         self.tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # Ray's socket paths must be short
-        self.saved = os.environ.get("RAY_TMPDIR")
-        os.environ["RAY_TMPDIR"] = self.tmp
+        self.saved = {k: os.environ.get(k) for k in ENV}
+        # the driver inherits these: the cluster's files, and Ray's no-cluster mode, which keeps
+        # 127.0.0.1 as given (otherwise ray.init rewrites loopback to the host's own IP, where
+        # this cluster does not listen)
+        os.environ.update(RAY_TMPDIR=self.tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         self.cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
         for _ in range(self.nodes - 1):
@@ -61,8 +97,9 @@ class loopback_cluster:
 
     def __exit__(self, *exc):
         self.cluster.shutdown()
-        if self.saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = self.saved
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -6,8 +6,8 @@ split is cut to EVAL_IMAGES so it costs little). Set-ups per transform level:
 
 * seed: `benchmarks.seed_loop` (PIL + per-image torchvision transforms + DataLoader, torch's
   default thread count);
-* project: `fit(..., threads=T, channels_last=C)` for T in THREADS and C in (True, False);
-* concurrent: CONCURRENT processes (spawn) each running `fit(..., threads=1)` at once, released
+* project: `fit(..., channels_last=C)` after `setup_process(T)` for T in THREADS and C in (True, False);
+* concurrent: CONCURRENT processes (spawn) each running `fit` at one thread at once, released
   together by a barrier; their img/s summed. This answers "threads per trial or trials at once".
   Also with glibc's default malloc settings (cifar_core.process.tune_allocator off), to show what
   keeping activation buffers in the heap is worth;

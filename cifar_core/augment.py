@@ -9,6 +9,7 @@ parameters for a whole batch at once, so every image gets its own. Entry points:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -37,15 +38,23 @@ class AugmentParams(NamedTuple):
 
 
 def _where_(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
-    """x with fn applied to the images where mask is true, in place (x must be ours to change).
+    """x with fn applied to the images where mask is true, in place on CPU (x must be ours).
 
-    Gathering only the selected images beats torch.where over the whole batch on CPU (~2x here):
-    fn runs on the p-share of images that need it, and nothing else is copied.
+    On CPU, gathering only the selected images beats torch.where over the whole batch (~2x):
+    fn runs on the p-share of images that need it. Elsewhere (CUDA) the gather would need
+    mask.nonzero(), a blocking host sync every op; torch.where over the batch needs none.
     """
+    if x.device.type != "cpu":
+        return _select(x, mask, fn)
     index = mask.nonzero().squeeze(1)
     if index.numel():
         x.index_copy_(0, index, fn(x.index_select(0, index)))
     return x
+
+
+def _select(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
+    """_where_ without a host sync: fn over the whole batch, kept where mask is true."""
+    return torch.where(mask.view(-1, 1, 1, 1), fn(x), x)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -84,15 +93,22 @@ def _rotation_theta(angles_deg: torch.Tensor) -> torch.Tensor:
 
 def _affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """torchvision's `_gen_affine_grid` for a (B, 2, 3) theta: a (B, H, W, 2) sampling grid."""
-    dev = theta.device
-    base = torch.empty(1, h, w, 3, dtype=theta.dtype, device=dev)
-    base[..., 0].copy_(torch.linspace(-w * 0.5 + 0.5, w * 0.5 + 0.5 - 1, steps=w, device=dev))
-    base[..., 1].copy_(torch.linspace(-h * 0.5 + 0.5, h * 0.5 + 0.5 - 1, steps=h, device=dev).unsqueeze_(-1))
-    base[..., 2].fill_(1)
-    scale = torch.tensor([0.5 * w, 0.5 * h], dtype=theta.dtype, device=dev)
+    base, scale = _grid_constants(h, w, theta.dtype, theta.device)
     rescaled = theta.transpose(1, 2) / scale
     grid = base.view(1, h * w, 3).expand(theta.shape[0], h * w, 3).bmm(rescaled)
     return grid.view(-1, h, w, 2)
+
+
+@functools.lru_cache(maxsize=16)
+def _grid_constants(h: int, w: int, dtype: torch.dtype, dev: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The affine grid's base coordinates and scale, built once per size, dtype and device (a
+    host-to-device copy each step would stall a GPU)."""
+    base = torch.empty(1, h, w, 3, dtype=dtype, device=dev)
+    base[..., 0].copy_(torch.linspace(-w * 0.5 + 0.5, w * 0.5 + 0.5 - 1, steps=w, device=dev))
+    base[..., 1].copy_(torch.linspace(-h * 0.5 + 0.5, h * 0.5 + 0.5 - 1, steps=h, device=dev).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    return base, torch.tensor([0.5 * w, 0.5 * h], dtype=dtype, device=dev)
 
 
 def rotate(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
@@ -133,9 +149,15 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _normalize_(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    mean, std = _mean_std(x.dtype, x.device)
     return x.sub_(mean).div_(std)
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_std(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD as (1, 3, 1, 1) tensors, built once per dtype and device."""
+    return (torch.tensor(MEAN, dtype=dtype, device=device).view(1, -1, 1, 1),
+            torch.tensor(STD, dtype=dtype, device=device).view(1, -1, 1, 1))
 
 
 def draw_params(batch: int, generator: torch.Generator | None, device: torch.device | str) -> AugmentParams:

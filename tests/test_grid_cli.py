@@ -308,7 +308,7 @@ def test_embedded_ray_is_local_even_when_a_cluster_is_advertised(monkeypatch):
 
 def test_ray_workers_start_with_one_malloc_arena_unless_opted_out(monkeypatch):
     """Tune trains in a thread; a thread's own glibc arena page-faulted ~6 500 pages a step back
-    in (cifar_core.train.tune_allocator), so workers start with MALLOC_ARENA_MAX=1."""
+    in (cifar_core.process.tune_allocator), so workers start with MALLOC_ARENA_MAX=1."""
     from sweep import tuning
 
     calls = []
