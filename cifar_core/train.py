@@ -38,6 +38,7 @@ from .models import build_model
 # Test images per evaluation batch. Small enough that a fused stack's first activations (250 x 24
 # x 30 x 30 floats, 22 MB) stay in cache (benchmarks/ compared batch sizes).
 EVAL_BATCH = 250
+EVAL_BATCH_ACCELERATOR = 2000
 _CHECK_EVERY = 20  # batches between divergence checks (each check syncs the device)
 
 
@@ -341,23 +342,26 @@ def _train_step(state: FusedState, cfgs, ks: list[int], batches: dict, fmt, auto
 
 @torch.no_grad()
 def _evaluate(state: FusedState, transform: str, images: torch.Tensor, labels: torch.Tensor,
-              ks: list[int], fmt, autocast, batch: int = EVAL_BATCH
+              ks: list[int], fmt, autocast, batch: int | None = None
               ) -> dict[int, tuple[float, float]]:
-    """Member k -> (mean loss, accuracy) over images/labels shared by ks, in eval mode."""
+    """Member k -> (mean loss, accuracy) over images/labels shared by ks, in eval mode. Sums stay
+    on the device; one host transfer per evaluation. Batches: EVAL_BATCH on CPU (cache-sized),
+    EVAL_BATCH_ACCELERATOR elsewhere (a GPU wants large batches)."""
     if not ks:
         return {}
+    batch = batch or (EVAL_BATCH if images.device.type == "cpu" else EVAL_BATCH_ACCELERATOR)
     models = [state.members[k].model for k in ks]
     stacked = stack_parameters(models)
-    loss, hits = [0.0] * len(ks), [0.0] * len(ks)
+    sums = torch.zeros(2, len(ks), dtype=torch.float64, device=images.device)  # loss, hits
     for i in range(0, len(labels), batch):
         x = eval_batch(images[i:i + batch], transform)
         y = labels[i:i + batch]
         with autocast():
             outs = forward(models[0], stacked, x.contiguous(memory_format=fmt)).float()
-        for j, out in enumerate(outs):
-            loss[j] += F.cross_entropy(out, y, reduction="sum").item()
-            hits[j] += (out.argmax(1) == y).sum().item()
-    n = len(labels)
+        losses = F.cross_entropy(outs.transpose(1, 2), y.expand(len(ks), -1), reduction="none")
+        sums[0] += losses.sum(1, dtype=torch.float64)
+        sums[1] += (outs.argmax(2) == y).sum(1)
+    (loss, hits), n = sums.tolist(), len(labels)
     return {k: (loss[j] / n, hits[j] / n) for j, k in enumerate(ks)}
 
 
