@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from collections import Counter
 
+from sweep.schema import ray_trial_id
+
 from .sweep_overhead import FULL_GRID
 from .sweeps import grid_argv, run_grid
 
@@ -27,7 +29,7 @@ def measure_scaling(*, grid: dict = FULL_GRID, epochs: int = 1, fraction: float 
         with loopback_cluster(nodes) as address:
             log(f"  {nodes} node(s) of 1 CPU at {address}: python -m sweep.grid {' '.join(argv)}")
             run = run_grid([*argv, "--address", address], timeout_s=3600)
-        ray_trials = {t["trial_id"].split("-m")[0]: t["node"] for t in run.trials}
+        ray_trials = {ray_trial_id(t["trial_id"]): t["node"] for t in run.trials}
         runs[nodes] = {"wall_seconds": run.wall_seconds,
                        "tune_fit_seconds": float(run.info.get("wall_seconds") or 0.0),
                        "configurations": len(run.trials), "ray_trials": len(ray_trials),

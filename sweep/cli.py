@@ -10,9 +10,12 @@ import argparse
 import os
 import sys
 
+from cifar_core.config import HELP
+
 from .runfolder import SweepError
 from .settings import Settings, flag
-from .space import AXES, HELP
+from .space import AXES
+
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump

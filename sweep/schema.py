@@ -38,15 +38,23 @@ def final_status(*, diverged: bool, error: bool, epochs_done: int, epochs: int) 
         return ERROR
     return COMPLETED if epochs_done >= epochs else PRUNED
 
+
+def status_after(last: dict | None, *, error: bool, epochs: int) -> str:
+    """final_status of a configuration whose last reported result was `last` (None: none)."""
+    last = last or {}
+    return final_status(diverged=last.get("status") == DIVERGED, error=error,
+                        epochs_done=int(last.get("epoch", 0)), epochs=epochs)
+
 HYPERPARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig))
 # keys a trial's config may carry besides its hyperparameters: the reference experiment(s) it
 # reproduces (grid --preset seed) and its Optuna study trial number (search)
-BOOKKEEPING = ("label", "study_number")
+STUDY_NUMBER = "study_number"  # a search trial's Optuna study trial number (sweep.study)
+BOOKKEEPING = ("label", STUDY_NUMBER)
 CONFIG_COLUMNS = ("label", *HYPERPARAMETERS)
 METRICS = tuple(f.name for f in dataclasses.fields(EpochResult) if f.name not in ("epoch", "status"))
 SCORES = tuple(m for m in METRICS if m.endswith(("_loss", "_acc")))  # final_<score> per trial
 BEST = ("test_acc", "val_acc")  # best_<score> over a trial's epochs
-TRIAL_COLUMNS = ("trial_id", "study_number", *CONFIG_COLUMNS, "status", "epochs_done",
+TRIAL_COLUMNS = ("trial_id", STUDY_NUMBER, *CONFIG_COLUMNS, "status", "epochs_done",
                  *(f"final_{s}" for s in SCORES), *(f"best_{s}" for s in BEST),
                  "train_seconds", "node")
 EPOCH_COLUMNS = ("trial_id", *CONFIG_COLUMNS, "epoch", *METRICS, "status", "node")

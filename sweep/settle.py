@@ -66,10 +66,12 @@ def read_run(path: str) -> tuple[dict, pd.DataFrame]:
 
 def design(info: dict, trials: pd.DataFrame, args) -> dict:
     """The settle design (alpha, K, planned looks): new, or the one this run already started."""
-    from .report.sequential import WEIGHT_POWER, schedule
+    from .report.sequential import WEIGHT_POWER, design_mismatch, schedule
 
     seeds = int(pd.to_numeric(trials["seed"]).max()) + 1
     old = info.get("settle")
+    if old and (why := design_mismatch(old)):
+        raise SweepError(why)
     if old:
         for key, value in (("max_seeds", args.max_seeds), ("alpha", args.alpha)):
             if value is not None and value != old[key]:

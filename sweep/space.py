@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import itertools
 
-from cifar_core.config import (AXES, FIELDS, HELP, MODELS, OPTIMISERS, REGULARISERS, SCALARS,  # noqa: F401
-                               TRANSFORMS, TrialConfig)
+from cifar_core.config import (AXES, FIELDS, MODELS, OPTIMISERS, REGULARISERS, SCALARS, TRANSFORMS,
+                               TrialConfig)
 
 # AXES: what a grid can vary (comma lists on the command line), SCALARS: one value per sweep;
 # both are TrialConfig's fields by kind (cifar_core.config), in its order.

@@ -17,9 +17,7 @@ from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
-from .schema import COMPLETED, DIVERGED, PRUNED, final_status
-
-STUDY_NUMBER = "study_number"  # the config key (and trials.csv column) of the study trial number
+from .schema import COMPLETED, DIVERGED, PRUNED, STUDY_NUMBER, status_after
 
 
 class FaithfulOptunaSearch(OptunaSearch):
@@ -49,7 +47,7 @@ class FaithfulOptunaSearch(OptunaSearch):
         if result:  # Tune hands a trial's final result to on_trial_complete only
             self.on_trial_result(trial_id, result)
         last = result or self._last.get(trial_id) or {}
-        status = outcome(last, error, self._epochs)
+        status = status_after(last, error=error, epochs=self._epochs)
         study_trial = self._ot_trials[trial_id]
         study_trial.set_user_attr("status", status)
         if status == COMPLETED:
@@ -58,8 +56,3 @@ class FaithfulOptunaSearch(OptunaSearch):
         self._ot_study.tell(study_trial, state=state)  # PRUNED keeps its last intermediate value
         self._completed_trials.add(trial_id)
 
-
-def outcome(last: dict, error: bool, epochs: int) -> str:
-    """trials.csv's status of a search trial whose last result was `last`."""
-    return final_status(diverged=last.get("status") == DIVERGED, error=error,
-                        epochs_done=int(last.get("epoch", 0)), epochs=epochs)

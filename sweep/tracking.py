@@ -14,11 +14,7 @@ import os
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-from .schema import DIVERGED, ERROR, configurations, final_status, member_ids
-
-METRIC_KEYS = ("train_loss", "train_penalty", "train_acc", "test_loss", "test_acc",
-               "train_eval_loss", "train_eval_acc", "val_loss", "val_acc", "seconds",
-               "train_seconds", "images_per_second")
+from .schema import ERROR, METRICS, configurations, member_ids, status_after
 
 
 def default_uri(run_path: str) -> str:
@@ -59,7 +55,7 @@ class ConfigRuns(MLflowLoggerCallback):
         for member, member_result in zip(self._members.get(trial, []), results):
             if member_result is None or "epoch" not in member_result:
                 continue
-            metrics = {k: member_result[k] for k in METRIC_KEYS
+            metrics = {k: member_result[k] for k in METRICS
                        if isinstance(member_result.get(k), (int, float))
                        and math.isfinite(member_result[k])}
             self.mlflow_util.log_metrics(run_id=member[2], metrics_to_log=metrics,
@@ -68,14 +64,8 @@ class ConfigRuns(MLflowLoggerCallback):
 
     def log_trial_end(self, trial, failed: bool = False):
         for trial_id, config, run_id, last in self._members.pop(trial, []):
-            status = _status(config, last, failed)
+            status = status_after(last, error=failed, epochs=int(config.get("epochs", 0)))
             self.mlflow_util._get_client().set_tag(run_id, "status", status)
             self.mlflow_util.end_run(run_id=run_id,
                                      status="FAILED" if status == ERROR else "FINISHED")
 
-
-def _status(config: dict, last: dict | None, failed: bool) -> str:
-    """The trials.csv status of a configuration whose last result was `last`."""
-    last = last or {}
-    return final_status(diverged=last.get("status") == DIVERGED, error=failed,
-                        epochs_done=int(last.get("epoch", 0)), epochs=int(config.get("epochs", 0)))

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cifar_core.config import TrialConfig
 from report_fixture import seed_trials
 from sweep.report.claims import (FAILS, HOLDS, LEARNED, UNSURE, UNTESTABLE, decide, judge_all,
                                  with_gap)
@@ -145,7 +146,7 @@ def test_a_settled_run_cannot_be_combined_with_others():
     from sweep.report.claims import settle_design
     from sweep.report.load import ReportInputError
 
-    plan = {"looks": [3, 5], "alpha": 0.05}
+    plan = {"looks": [3, 5], "alpha": 0.05, "weight_power": 12.0}  # as sweep.settle records it
     assert settle_design({"a": {"settle": plan}}) == {"looks": (3, 5), "alpha": 0.05}
     with pytest.raises(ReportInputError, match="cannot be combined"):
         settle_design({"a": {"settle": plan}, "b": {}})
@@ -181,3 +182,24 @@ def test_seeds_needed_is_the_fixed_design_power_calculation():
     assert seeds_needed(row, 0.05) == 10  # d = 1: 80.3% power at 10 seeds, 76% at 9
     assert seeds_needed(row, 0.001) > 10  # a stricter (Holm) level needs more
     assert math.isnan(seeds_needed(pd.Series({**row, "verdict": HOLDS}), 0.05))  # settled
+
+
+def test_a_run_settled_under_another_weight_power_is_not_judged_by_this_rule():
+    from sweep.report.claims import settle_design
+    from sweep.report.load import ReportInputError
+    from sweep.report.sequential import WEIGHT_POWER
+
+    plan = {"looks": [3, 4], "alpha": 0.05, "weight_power": WEIGHT_POWER}
+    assert settle_design({"r": {"settle": plan}})["looks"] == (3, 4)
+    for other in (dict(plan, weight_power=4.0), {k: v for k, v in plan.items() if k != "weight_power"}):
+        with pytest.raises(ReportInputError, match="weight power"):
+            settle_design({"r": {"settle": other}})
+
+
+def test_the_reproduce_command_keeps_a_searched_value_exactly():
+    from sweep.report.summary import reproduce_command
+
+    row = {**TrialConfig(lr=0.0031622776601683794, lam=1.2345678e-5).to_dict(), "first_seed": 2}
+    command = reproduce_command(row)
+    assert "--lr 0.0031622776601683794" in command and "--lam 1.2345678e-05" in command
+    assert "--seed 2" in command

@@ -129,6 +129,7 @@ def test_nothing_testable(tmp_path, capsys):
 
 def test_design_cannot_change_between_rounds(tmp_path, capsys):
     meta = run_meta(30, settle={"alpha": 0.05, "max_seeds": 5, "looks": [3, 5], "rounds": [],
+                                "weight_power": 12.0,
                                 "initial_seeds": 3, "status": "running"})
     run = write_run(tmp_path / "g", seed_trials(), meta=meta)
     _refused(capsys, [run, "--max-seeds", 10], run, "being settled with --max-seeds 5")
@@ -215,6 +216,7 @@ def test_report_shows_the_design_rounds_cost_and_when_each_claim_settled(tmp_pat
 
     rows = seed_trials(seeds=5, noise=(0.0, 0.01, -0.01, 0.005, -0.005))
     plan = {"alpha": 0.05, "max_seeds": 5, "initial_seeds": 3, "looks": [3, 5], "status": "finished",
+            "weight_power": 12.0,
             "rounds": [{"round": 1, "seeds_from": 3, "seeds_to": 5, "configs": 10, "trials": 20,
                         "open_claims": ["C1"], "wall_seconds": 600.0, "status": "finished"}]}
     run = write_run(tmp_path / "g", rows, meta=run_meta(len(rows), settle=plan))

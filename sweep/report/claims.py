@@ -371,6 +371,12 @@ def settle_design(metas: dict) -> dict:
                                "and cannot be combined with other runs; report it on its own")
     if not settles:
         return {"looks": None, "alpha": ALPHA}
+    from .sequential import design_mismatch
+
+    if why := design_mismatch(settles[0]):
+        from .load import ReportInputError
+
+        raise ReportInputError(why)
     return {"looks": tuple(int(n) for n in settles[0]["looks"]),
             "alpha": float(settles[0].get("alpha", ALPHA))}
 

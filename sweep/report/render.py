@@ -89,7 +89,7 @@ def best_text(s: Summary) -> str:
                 f"{fmt.pct_ci(top['mean'], top['half'])}, n={top['n_done']}).")
     if len(best) == 1:
         return (f"Best configuration: {config_name(s, top)} with "
-                f"{fmt.pct_ci(top['mean'], top['half'])} final test accuracy (n={top['n_done']}); "
+                f"{fmt.pct_ci(top['mean'], top['half'])} {rank_text(s.rank_by)} (n={top['n_done']}); "
                 "every other configuration is distinguishably worse (≈ top in section 1).")
     names = [f"{config_name(s, r)} ({fmt.pct_ci(r['mean'], r['half'])})"
              for _, r in best.iterrows()]
@@ -104,12 +104,12 @@ def rank_text(column: str) -> str:
 
 
 def render_ranking(s: Summary) -> str:
-    """Configurations by mean final test accuracy (top TOP; all in ranking.csv)."""
+    """Configurations by the mean of the rank column (top TOP; all in ranking.csv)."""
     tested = len(best_set(s.ranking)) > 0
     near = ["≈ top"] if tested else []
     combined = len(s.metas) > 1  # a combined report says which run each row came from
     headers = ["#", *(["run"] if combined else []), "reference label",
-               *[fmt.NAMES.get(a, a) for a in s.axes], "test acc (mean ± CI)",
+               *[fmt.NAMES.get(a, a) for a in s.axes], f"{rank_text(s.rank_by)} (mean ± CI)",
                *near, "std", "n", "test loss", "train acc", "gap (train − test)", "trials"]
     rows = [[r["rank"], *([r["runs"]] if combined else []), r["label"] or fmt.DASH,
              *[fmt.level(r[a]) for a in s.axes],

@@ -31,6 +31,16 @@ from .stats import SPREAD_FLOOR
 # Steep weights: early looks stop only on overwhelming evidence, and the last look keeps the
 # power of a fixed K-seed design (80.2% vs 80.3% at one SD and K = 10; tests/test_settle.py).
 WEIGHT_POWER = 12.0
+
+
+def design_mismatch(plan: dict) -> str | None:
+    """Why a settled run's design cannot be judged by this rule (its looks were chosen under the
+    weight power run.json records), or None when it can."""
+    power = plan.get("weight_power")
+    if power is None or float(power) != WEIGHT_POWER:
+        return (f"this run was settled with sequential weight power {power} (run.json); this "
+                f"version's rule uses {WEIGHT_POWER:g}, and a design cannot change between looks")
+    return None
 NULL_DRAWS = 200_000
 NULL_SEED = 20_231
 REFERENCE = ("group-sequential test over the planned looks, steep O'Brien-Fleming-type weights "

@@ -84,8 +84,8 @@ def reproduce_command(row) -> str:
     """The `python -m cifar_core` command that re-runs one trial of a ranked configuration."""
     flags = {c: row[c] for c in CONFIG}
     flags["seed"] = int(row["first_seed"])
-    parts = [f"--{k.replace('_', '-')} {level(v) if isinstance(v, float) else v}"
-             for k, v in flags.items()]
+    parts = [f"--{k.replace('_', '-')} {repr(float(v)) if isinstance(v, float) else v}"
+             for k, v in flags.items()]  # repr: the exact value (a search's lr is not 3 digits)
     return "python -m cifar_core " + " ".join(parts)
 
 
