@@ -28,7 +28,7 @@ from sweep.space import DEFAULT_SCALARS  # noqa: E402
 
 from . import memory, report, scaling, sweep_overhead, throughput  # noqa: E402
 
-SECTIONS = ("throughput", "overhead", "memory", "scaling", "growth")
+SECTIONS = ("throughput", "overhead", "memory", "scaling", "growth", "tail")
 HERE = Path(__file__).resolve().parent
 
 
@@ -110,6 +110,8 @@ def run_section(name: str, plan: Plan, data, data_dir: str) -> dict:
         return sweep_overhead.measure_overhead(grid=plan.overhead_grid, data_dir=data_dir,
                                                epochs=plan.overhead_epochs,
                                                fraction=plan.overhead_fraction, log=log)
+    if name == "tail":
+        return scaling.measure_tail(epochs=1 if plan.images else 2, data_dir=data_dir, log=log)
     if name == "growth":
         return scaling.measure_growth(epochs=1, fraction=0.02, data_dir=data_dir, log=log)
     if name == "scaling":

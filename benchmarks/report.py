@@ -17,7 +17,7 @@ def render(results: dict) -> str:
     parts = [render_machine(results)]
     for key, fn in (("throughput", render_throughput), ("overhead", render_overhead),
                     ("memory", render_memory), ("scaling", render_scaling),
-                    ("growth", render_growth)):
+                    ("growth", render_growth), ("tail", render_tail)):
         if key in results:
             parts.append(fn(results[key]))
     return "\n\n".join(parts) + "\n"
@@ -129,6 +129,20 @@ def render_growth(g: dict) -> str:
     return "\n".join([head, table(["configurations", "wall", "in tuner.fit"], rows, right={0, 1, 2}),
                       f"fit: wall = {g['fixed_seconds']:.1f} s fixed + "
                       f"{g['marginal_seconds_per_configuration']:.2f} s per configuration"])
+
+
+def render_tail(t: dict) -> str:
+    rows = [[f"--order {order}", f"{r['wall_seconds']:.1f} s", _or_dash(r["idle_slot_seconds_at_end"]),
+             _or_dash(r["tail_seconds"])]
+            for order, r in (("grid", t["grid_order"]), ("cost", t["cost_order"]))]
+    head = (f"(f) Idle slots at the end: 8 trials of 1-8 units of work ({t['epochs']} epoch(s)), "
+            "2 at once, in the grid's order and longest first")
+    return "\n".join([head, table(["order", "wall", "idle slot-s at end", "last start to end (s)"],
+                                  rows, right={1, 2, 3})])
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _processes(rows: list[dict]) -> str:

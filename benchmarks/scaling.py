@@ -105,3 +105,46 @@ class loopback_cluster:
             else:
                 os.environ[key] = value
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+TAIL_FRACTIONS = ("0.05", "0.1", "0.2", "0.4")  # trials of 1, 2, 4 and 8 units of work
+
+
+def measure_tail(*, epochs: int = 2, data_dir: str | None, log=print) -> dict:
+    """Idle slots at the end of a grid whose trials differ in length: 8 unfused configurations
+    (data fractions 0.05-0.4 x Adam/SGD, `epochs` epochs) on this machine's embedded Ray, 2 at
+    once, started in the grid's order (shortest first, as the axis lists them) and longest
+    first (--order cost, the default). Each run's idle slot-seconds come from its run.json
+    (sweep.schema.idle_at_end: from the last trial's start to the end)."""
+    argv = ["--transform", "none", "--model", "baseline", "--regulariser", "none",
+            "--optimiser", "adam,sgd", "--lr", "1e-3", "--data-fraction", ",".join(TAIL_FRACTIONS),
+            "--epochs", str(epochs), "--fuse", "1", "--max-concurrent", "2", "--max-failures", "0"]
+    argv += ["--data-dir", str(data_dir)] if data_dir else []
+    runs = {}
+    for order in ("grid", "cost"):
+        log(f"  --order {order}: python -m sweep.grid {' '.join(argv)} --order {order}")
+        run = run_grid([*argv, "--order", order], timeout_s=3600)
+        idle = run.info.get("idle_at_end") or {}
+        runs[order] = {"wall_seconds": run.wall_seconds,
+                       "tune_fit_seconds": float(run.info.get("wall_seconds") or 0.0),
+                       "idle_slot_seconds_at_end": idle.get("idle_slot_seconds"),
+                       "tail_seconds": idle.get("tail_seconds"), "slots": idle.get("slots")}
+        log(f"    wall {run.wall_seconds:.1f} s; idle at the end "
+            f"{idle.get('idle_slot_seconds')} slot-seconds over the last {idle.get('tail_seconds')} s")
+    return {"argv": argv, "epochs": epochs, "grid_order": runs["grid"], "cost_order": runs["cost"]}
+
+
+def simulated_tail(durations: list[float], slots: int) -> dict:
+    """Idle slot-seconds at the end if trials of these durations start in this order on `slots`
+    slots, each as soon as one frees (Tune's FIFO placement, start-up costs left out): for a
+    run recorded without start and end times (results/full-grid), from its epochs' seconds."""
+    free = [0.0] * slots
+    spans = []
+    for duration in durations:
+        slot = min(range(slots), key=free.__getitem__)
+        spans.append((free[slot], free[slot] + duration))
+        free[slot] += duration
+    tail_start, end = max(s for s, _ in spans), max(e for _, e in spans)
+    busy = sum(max(0.0, e - max(s, tail_start)) for s, e in spans)
+    return {"idle_slot_seconds": round(slots * (end - tail_start) - busy, 1),
+            "tail_seconds": round(end - tail_start, 1), "makespan_seconds": round(end, 1)}

@@ -20,7 +20,8 @@ from .progress import Progress, _finite  # noqa: F401 (tuner.pkl of older runs n
 from .runfolder import keep_complete_state
 from .schema import (BOOKKEEPING, CONFIG_COLUMNS, DIVERGED, EPOCH_COLUMNS, EPOCHS_CSV, ERROR,
                      METRICS, PENDING, RUNNING, TRIAL_COLUMNS, TRIALS_CSV, append_rows,
-                     configurations, final_status, member_ids, read_csv, write_csv)
+                     configurations, final_status, member_ids, now_stamp, read_csv,
+                     write_csv)
 from .tensorboard import Board, run_names
 
 
@@ -61,11 +62,12 @@ class Recorder(tune.Callback):
         storage = getattr(trial, "storage", None)  # where Tune stages its state and copies it to
         if storage is not None:
             self._ray_dirs = (storage.experiment_driver_staging_path, storage.experiment_fs_path)
-        starting = [row for row in self._rows(trial) if row["status"] in ("", PENDING)]
-        for row in starting:
-            row["status"] = RUNNING
-        if starting:
-            self._flush(epochs=False)
+        started = now_stamp()
+        for row in self._rows(trial):
+            row.update(started_at=started, ended_at="")
+            if row["status"] in ("", PENDING):
+                row["status"] = RUNNING
+        self._flush(epochs=False)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "members" in result:  # a fused trial: member k's result, None once it stopped
@@ -91,7 +93,9 @@ class Recorder(tune.Callback):
         self.board.log_epoch(self._name(row), row, epoch, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        ended = now_stamp()
         for row in self._rows(trial):
+            row["ended_at"] = ended
             row["status"] = final_status(diverged=row["status"] == DIVERGED, error=False,
                                          epochs_done=int(row["epochs_done"] or 0),
                                          epochs=int(row["epochs"]))
@@ -101,7 +105,9 @@ class Recorder(tune.Callback):
         self._flush(epochs=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        ended = now_stamp()
         for row in self._rows(trial):
+            row["ended_at"] = ended
             if row["trial_id"] == trial.trial_id or row["status"] != DIVERGED:  # members keep it
                 row["status"] = ERROR
             self._close(row)

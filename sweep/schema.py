@@ -56,9 +56,10 @@ SCORES = tuple(m for m in METRICS if m.endswith(("_loss", "_acc")))  # final_<sc
 BEST = ("test_acc", "val_acc")  # best_<score> over a trial's epochs
 TRIAL_COLUMNS = ("trial_id", STUDY_NUMBER, *CONFIG_COLUMNS, "status", "epochs_done",
                  *(f"final_{s}" for s in SCORES), *(f"best_{s}" for s in BEST),
-                 "train_seconds", "node")
+                 "train_seconds", "started_at", "ended_at", "node")
 EPOCH_COLUMNS = ("trial_id", *CONFIG_COLUMNS, "epoch", *METRICS, "status", "node")
 
+# started_at / ended_at: when the configuration's Ray trial last started and ended (UTC, ISO 8601)
 TRIALS_CSV, EPOCHS_CSV, RUN_JSON = "trials.csv", "epochs.csv", "run.json"
 _MEMBER = re.compile(r"^(?P<ray>.+)-m(?P<k>\d+)$")
 MEMBER_PATTERN = r"-m\d+$"  # the suffix of a fused member's trial id (for pandas str.contains)
@@ -82,6 +83,35 @@ def member_ids(ray_trial_id: str, config: dict) -> list[str]:
     if "members" not in trial_values(config):
         return [ray_trial_id]
     return [f"{ray_trial_id}-m{k}" for k in range(len(configurations(config)))]
+
+
+def now_stamp() -> str:
+    """The time for started_at / ended_at (UTC, milliseconds)."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def idle_at_end(rows: list[dict], slots: int) -> dict | None:
+    """Slot-seconds left idle at the end of a run, from trials.csv rows: from the moment the last
+    Ray trial started (nothing was left to start) to the moment the last one ended, `slots` times
+    that span minus the time trials ran in it. A fused Ray trial's members count once. None
+    when no row has both times (a run recorded before they were)."""
+    from datetime import datetime
+
+    spans = {}
+    for row in rows:
+        if row.get("started_at") and row.get("ended_at"):
+            spans[ray_trial_id(row["trial_id"])] = (
+                datetime.fromisoformat(row["started_at"]).timestamp(),
+                datetime.fromisoformat(row["ended_at"]).timestamp())
+    if not spans:
+        return None
+    tail_start = max(start for start, _ in spans.values())
+    end = max(stop for _, stop in spans.values())
+    busy = sum(max(0.0, stop - max(start, tail_start)) for start, stop in spans.values())
+    return {"idle_slot_seconds": round(max(0.0, slots * (end - tail_start) - busy), 1),
+            "tail_seconds": round(end - tail_start, 1), "slots": slots}
 
 
 def ray_trial_id(trial_id: str) -> str:

@@ -66,7 +66,8 @@ class Settings(_Axes):
     # sweep.grid
     preset: str | None = None
     dry_run: bool = False
-    fuse: int = 4
+    fuse: int | str = "auto"  # configurations per Ray trial; auto: sweep.plan measures it
+    order: str = "cost"  # Ray trials start longest first (sweep.grid.expected_cost); grid: as listed
     scheduler: str = "none"  # "asha": early stopping on val_acc (opt-in)
     # sweep.search
     n_trials: int = 20
@@ -200,8 +201,11 @@ def _text(key, value):
 
 _COUNT = _number(int, lambda v: v >= 1, "an integer >= 1")
 _CHECKS = {
-    **{key: _COUNT for key in ("seeds", "epochs", "batch_size", "max_concurrent", "fuse",
-                                "n_trials", "grace_epochs")},
+    **{key: _COUNT for key in ("seeds", "epochs", "batch_size", "max_concurrent", "n_trials",
+                                "grace_epochs")},
+    "fuse": lambda key, value: None if value == "auto" else _number(
+        int, lambda v: v >= 1, "an integer >= 1 or auto", optional=False)(key, value),
+    "order": _choice("cost", "grid"),
     "max_failures": _number(int, lambda v: v >= 0, "an integer >= 0"),
     "reduction_factor": _number(int, lambda v: v >= 2, "an integer >= 2", optional=False),
     "scheduler": _choice("none", "asha"),

@@ -22,6 +22,7 @@ from cifar_core.process import allocator_process_env  # noqa: E402
 from . import cli  # noqa: E402
 from .progress import Progress  # noqa: E402
 from .recorder import Recorder  # noqa: E402
+from .schema import TRIALS_CSV, idle_at_end, read_csv  # noqa: E402
 from .settings import Settings  # noqa: E402
 from .runfolder import (RunFolder, check_location, command_line,  # noqa: E402
                         default_name, now_iso, provenance, repair_ray_state)
@@ -91,20 +92,34 @@ def _run(prog, module, folder, settings, info, data, make_tuner, finish=None) ->
     return 0
 
 
-def start_ray(address: str | None) -> None:
-    """Join the cluster at `address`, else start an embedded local Ray, quietly.
+def start_ray(settings: Settings) -> None:
+    """Join the cluster at --address, else start an embedded local Ray, quietly.
 
-    Trial workers start with one glibc arena (cifar_core.process.allocator_process_env): Tune runs
-    each trial in a thread, and a thread's own arena page-faulted the activation buffers back in
-    every step. CIFAR_CORE_ALLOCATOR=default leaves the workers' malloc alone.
+    CPU trial workers start with one glibc arena (cifar_core.process.allocator_process_env): Tune
+    runs each trial in a thread, and a thread's own arena page-faulted the activation buffers back
+    in every step. That is CPU-only tuning: a run whose trials book GPUs leaves malloc alone (on a
+    cluster whose default is decided by its GPUs, Ray is joined once to look, then again).
+    CIFAR_CORE_ALLOCATOR=default leaves the workers' malloc alone too.
     """
     kwargs = dict(log_to_driver=False, logging_level="ERROR", configure_logging=True)
-    if env := allocator_process_env():
-        kwargs["runtime_env"] = {"env_vars": env}
-    if address:
-        ray.init(address=address, **kwargs)
+    if settings.address:
+        kwargs["address"] = settings.address
     else:  # "local": never join a cluster found via RAY_ADDRESS or /tmp/ray/ray_current_cluster
-        ray.init(address="local", include_dashboard=False, **kwargs)
+        kwargs.update(address="local", include_dashboard=False)
+    env = allocator_process_env()
+    gpus = settings.gpus_per_trial
+    if env and gpus is None and settings.address:
+        ray.init(**kwargs)
+        if ray.cluster_resources().get("GPU", 0) > 0:
+            return
+        ray.shutdown()
+    elif env and gpus is None:
+        import torch
+
+        gpus = 1.0 if torch.cuda.is_available() else 0.0
+    if env and not gpus:
+        kwargs["runtime_env"] = {"env_vars": env}
+    ray.init(**kwargs)
 
 
 def warn_unplaceable(settings: Settings) -> str | None:
@@ -123,12 +138,26 @@ def warn_unplaceable(settings: Settings) -> str | None:
     return line
 
 
-def trainable_for(settings: Settings, data_arrays: dict):
-    """The shared trainable with its resources and the dataset riding in the object store."""
+def trial_resources(settings: Settings) -> dict:
+    """What one Ray trial books: --cpus-per-trial CPUs and --gpus-per-trial GPUs (default 0.25
+    when the cluster has GPUs now, else 0)."""
     gpus = settings.gpus_per_trial
     if gpus is None:
         gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    cpus = settings.cpus_per_trial
+    return {"CPU": settings.cpus_per_trial, "GPU": gpus}
+
+
+def slots(settings: Settings, resources: dict) -> int:
+    """How many trials the cluster's `resources` run at once (--max-concurrent caps it)."""
+    per = trial_resources(settings)
+    fits = min(int(resources.get(k, 0) // v) for k, v in per.items() if v > 0)
+    return max(1, min(fits, settings.max_concurrent or fits))
+
+
+def trainable_for(settings: Settings, data_arrays: dict):
+    """The shared trainable with its resources and the dataset riding in the object store."""
+    resources = trial_resources(settings)
+    cpus, gpus = resources["CPU"], resources["GPU"]
     execution = Execution(threads=max(1, int(cpus)), channels_last=settings.channels_last,
                           amp=settings.amp, val_size=settings.val_size)
     fn = tune.with_parameters(train_trial, data=data_arrays, execution=execution)
@@ -169,7 +198,7 @@ def run_config(folder: RunFolder, settings: Settings, info: dict, ray_dir: str =
 def run_sweep(*, folder: RunFolder, settings: Settings, info: dict, make_tuner, data_arrays: dict,
               finish=None) -> str:
     """Run (or restore) the sweep in `folder`; returns "finished" or "interrupted"."""
-    start_ray(settings.address)
+    start_ray(settings)
     try:
         warn_unplaceable(settings)
         trainable = trainable_for(settings, data_arrays)
@@ -186,7 +215,13 @@ def run_sweep(*, folder: RunFolder, settings: Settings, info: dict, make_tuner, 
         status = "finished" if done == total >= info["n_trials"] else "interrupted"
         if finish:
             finish(info)
+        info["idle_at_end"] = idle_at_end(read_csv(os.path.join(folder.path, TRIALS_CSV)),
+                                          slots(settings, ray.cluster_resources()))
         _ending(folder, info, status, time.monotonic() - started)
+        if info["idle_at_end"] and status == "finished":
+            idle = info["idle_at_end"]
+            print(f"slots idle at the end: {idle['idle_slot_seconds']:.0f} slot-seconds in the last "
+                  f"{idle['tail_seconds']:.0f} s ({idle['slots']} slots)", flush=True)
         return status
     finally:
         ray.shutdown()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,10 @@ import pytest
 from PIL import Image
 
 from cifar_core.data import CLASSES, synthetic
+
+# --fuse auto caches what it measured per machine (sweep.plan); the tests keep their own cache, so
+# they never read or write the user's ~/.cache/cifar-sweep
+os.environ["CIFAR_SWEEP_CACHE"] = tempfile.mkdtemp(prefix="cifar-sweep-test-cache-")
 
 
 def write_image_folders(root: Path, *, n_train: int, n_test: int, seed: int = 0) -> Path:

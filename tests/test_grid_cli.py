@@ -13,6 +13,7 @@ import pytest
 import ray
 
 from sweep import grid
+from sweep.settings import Settings
 from sweep.space import AXES, DEFAULT_GRID, SEED_EXPERIMENTS
 
 
@@ -301,25 +302,43 @@ def test_embedded_ray_is_local_even_when_a_cluster_is_advertised(monkeypatch):
     calls = []
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
-    tuning.start_ray(None)
-    tuning.start_ray("127.0.0.1:6379")
+    tuning.start_ray(Settings(gpus_per_trial=0))
+    tuning.start_ray(Settings(address="127.0.0.1:6379", gpus_per_trial=0))
     assert [c["address"] for c in calls] == ["local", "127.0.0.1:6379"]
 
 
-def test_ray_workers_start_with_one_malloc_arena_unless_opted_out(monkeypatch):
+def test_cpu_ray_workers_start_with_one_malloc_arena_unless_opted_out(monkeypatch):
     """Tune trains in a thread; a thread's own glibc arena page-faulted ~6 500 pages a step back
-    in (cifar_core.process.tune_allocator), so workers start with MALLOC_ARENA_MAX=1."""
+    in (cifar_core.process.tune_allocator), so CPU workers start with MALLOC_ARENA_MAX=1; trials
+    that book GPUs keep glibc's defaults (CPU-only tuning), also when a cluster's GPUs decide it."""
+    import torch
+
     from sweep import tuning
 
-    calls = []
+    calls, cluster_gpus = [], {"GPU": 0}
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(cluster_gpus))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("CIFAR_CORE_ALLOCATOR", raising=False)
-    tuning.start_ray(None)
-    tuning.start_ray("127.0.0.1:6379")
+    arena = {"env_vars": {"MALLOC_ARENA_MAX": "1"}}
+
+    def env_of(settings):
+        calls.clear()
+        tuning.start_ray(settings)
+        return [c if c == "shutdown" else c.get("runtime_env") for c in calls]
+
+    assert env_of(Settings()) == [arena]  # local, no GPU
+    assert env_of(Settings(address="127.0.0.1:6379", gpus_per_trial=0)) == [arena]
+    assert env_of(Settings(gpus_per_trial=0.5)) == [None]  # GPU trials: glibc's defaults
+    assert env_of(Settings(address="127.0.0.1:6379")) == [None, "shutdown", arena]  # no GPUs
+    cluster_gpus["GPU"] = 4
+    assert env_of(Settings(address="127.0.0.1:6379")) == [None]  # GPUs: the default books them
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert env_of(Settings()) == [None]  # local with a GPU: trials book it by default
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("CIFAR_CORE_ALLOCATOR", "default")
-    tuning.start_ray(None)
-    assert [c.get("runtime_env") for c in calls] == [
-        {"env_vars": {"MALLOC_ARENA_MAX": "1"}}, {"env_vars": {"MALLOC_ARENA_MAX": "1"}}, None]
+    assert env_of(Settings()) == [None]
 
 
 @pytest.mark.parametrize("argv, refused", [(["--epochs", "5"], "--epochs"),
