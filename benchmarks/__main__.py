@@ -1,10 +1,11 @@
-"""`python -m benchmarks [--quick] [--only throughput,overhead,memory] [--out FILE.json]`.
+"""`python -m benchmarks [--quick] [--only SECTIONS] [--out FILE.json]`, or `--gpu [--dry-run]`.
 
 Runs the selected benchmarks one after another on the real CIFAR-10 (--data-dir, else
 $CIFAR10_DIR), prints their tables on stdout (progress goes to stderr) and writes every figure,
 with the machine, versions and load averages, to --out (default benchmarks/results.json;
 benchmarks/results-quick.json with --quick, so a smoke run never overwrites real figures).
-Run it on an otherwise idle machine: the figures are wall-clock speeds.
+Run it on an otherwise idle machine: the figures are wall-clock speeds. `--gpu` runs
+benchmarks.gpu's plan instead (one line and exit 2 without CUDA; `--dry-run` prints the plan).
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ import torch
 DEFAULT_THREADS = torch.get_num_threads()  # before anything sets it: the seed loop's count
 
 from cifar_core.data import DataError, load_cifar10, resolve_data_dir  # noqa: E402
+from sweep.cli import Parser  # noqa: E402 (one-line errors, exit 2)
 from sweep.space import DEFAULT_SCALARS  # noqa: E402
 
-from . import memory, report, scaling, sweep_overhead, throughput  # noqa: E402
+from . import gpu, memory, report, scaling, sweep_overhead, throughput  # noqa: E402
 
 SECTIONS = ("throughput", "overhead", "memory", "scaling", "growth", "tail")
 HERE = Path(__file__).resolve().parent
@@ -56,7 +58,7 @@ QUICK = Plan(images=2048, repeats=1, overhead_grid=sweep_overhead.QUICK_GRID,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
+    p = Parser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke check, not figures")
     p.add_argument("--only", default=",".join(SECTIONS), help="comma list of " + ", ".join(SECTIONS))
     p.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, else ~/.cache/cifar10)")
@@ -67,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"epochs of each overhead-grid trial (default {DEFAULT_SCALARS['epochs']}, "
                         "the grid's; 1 with --quick)")
     p.add_argument("--repeats", type=int, help="throughput measurements per set-up (median; 1)")
+    p.add_argument("--gpu", action="store_true",
+                   help="measure this machine's GPU: single and fused img/s with and without "
+                        "bf16 and cudnn.benchmark, trials per GPU, the full grid's wall time "
+                        "(default --out benchmarks/results-gpu.json)")
+    p.add_argument("--dry-run", action="store_true", help="with --gpu: print its plan, run nothing")
     return p
 
 
@@ -135,6 +142,10 @@ def main(argv=None) -> int:
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     if not only or set(only) - set(SECTIONS):
         parser.error(f"--only={args.only!r}: choose from {', '.join(SECTIONS)}")
+    if args.gpu:
+        return main_gpu(args)
+    if args.dry_run:
+        parser.error("--dry-run goes with --gpu (it prints the GPU plan)")
     plan, start = plan_for(args, parser), time.monotonic()
     out = Path(args.out) if args.out else HERE / ("results-quick.json" if args.quick else "results.json")
     data_dir = str(resolve_data_dir(args.data_dir))
@@ -154,6 +165,32 @@ def main(argv=None) -> int:
     results["seconds"] = time.monotonic() - start
     write_json(results, out)
     print(report.render(results), end="")
+    print(f"results: {out}")
+    return 0
+
+
+def main_gpu(args) -> int:
+    """--gpu: the plan (--dry-run), the refusal without CUDA, or the measurements."""
+    if args.dry_run:
+        print("python -m benchmarks --gpu runs, in one process, on the real CIFAR-10:")
+        print("\n".join(gpu.PLAN))
+        return 0
+    if not torch.cuda.is_available():
+        print(gpu.REFUSAL, file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else HERE / "results-gpu.json"
+    data_dir = str(resolve_data_dir(args.data_dir))
+    try:
+        data = load_cifar10(data_dir)
+    except DataError as err:
+        print(f"python -m benchmarks: error: {err}", file=sys.stderr)
+        return 2
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    results = {"command": shlex.join(["python", "-m", "benchmarks", "--gpu"]),
+               "data_dir": data_dir, "machine": machine_info(),
+               "gpu": gpu.measure(data, data_dir=data_dir, log=log)}
+    write_json(results, out)
+    print(gpu.render(results["gpu"]), end="")
     print(f"results: {out}")
     return 0
 

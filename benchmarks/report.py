@@ -111,14 +111,20 @@ def render_memory(m: dict) -> str:
 
 def render_scaling(s: dict) -> str:
     rows = [[name, f"{r['wall_seconds']:.1f} s", f"{r['tune_fit_seconds']:.1f} s",
-             str(r["ray_trials"]), ", ".join(f"{n}: {k}" for n, k in r["ray_trials_per_node"].items())]
+             str(r["ray_trials"]), ", ".join(f"{n}: {k}" for n, k in r["ray_trials_per_node"].items()),
+             ", ".join(f"{n}: {_mb(b)}" for n, b in r.get("object_store_bytes_per_node", {}).items())
+             or "-"]
             for name, r in (("1 node x 1 CPU", s["one_node"]), ("2 nodes x 1 CPU", s["two_nodes"]))]
     head = (f"(d) Scaling: the same grid ({s['one_node']['configurations']} configurations, "
             f"{s['epochs']} epoch(s), data fraction {s['data_fraction']:g}) on loopback clusters")
-    body = table(["cluster", "wall", "in tuner.fit", "Ray trials", "Ray trials per node"], rows,
-                 right={1, 2, 3})
-    return "\n".join([head, body, f"scaling_speedup (wall 1 node / 2 nodes): "
-                      f"{s['scaling_speedup']:.2f}x; inside tuner.fit {s['tune_fit_speedup']:.2f}x"])
+    body = table(["cluster", "wall", "in tuner.fit", "Ray trials", "Ray trials per node",
+                  "object store bytes created per node"], rows, right={1, 2, 3})
+    data = s["two_nodes"].get("dataset_bytes")
+    lines = [head, body, f"scaling_speedup (wall 1 node / 2 nodes): "
+             f"{s['scaling_speedup']:.2f}x; inside tuner.fit {s['tune_fit_speedup']:.2f}x"]
+    if data:
+        lines.append(f"the dataset in the object store: {_mb(data)}")
+    return "\n".join(lines)
 
 
 def render_growth(g: dict) -> str:

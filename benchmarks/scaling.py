@@ -6,7 +6,10 @@ this benchmark starts on 127.0.0.1 (ray.cluster_utils.Cluster, in a private RAY_
 by Cluster.shutdown, which ends only the processes it started): (a) one node of 1 CPU, (b) a head
 and a worker node of 1 CPU each. Prints both wall times (the sweep subprocess's, Python start-up
 and data loading included), their ratio (`scaling_speedup`) and the Ray trials each node ran
-(trials.csv's `node`). Run through `python -m benchmarks --only scaling`.
+(trials.csv's `node`) and how many bytes each node's object store created while the sweep ran
+(the raylet's cumulative_created_bytes, read from each node after the sweep; the dataset
+should arrive once per node, not once per trial). Run through
+`python -m benchmarks --only scaling`.
 """
 from __future__ import annotations
 
@@ -28,18 +31,61 @@ def measure_scaling(*, grid: dict = FULL_GRID, epochs: int = 1, fraction: float 
     for nodes in (1, 2):
         with loopback_cluster(nodes) as address:
             log(f"  {nodes} node(s) of 1 CPU at {address}: python -m sweep.grid {' '.join(argv)}")
+            before = object_store_created(address)
             run = run_grid([*argv, "--address", address], timeout_s=3600)
+            after = object_store_created(address)
         ray_trials = {ray_trial_id(t["trial_id"]): t["node"] for t in run.trials}
+        per_node = Counter(ray_trials.values())
+        created = {node: after[node]["bytes"] - before.get(node, {}).get("bytes", 0) for node in after}
         runs[nodes] = {"wall_seconds": run.wall_seconds,
                        "tune_fit_seconds": float(run.info.get("wall_seconds") or 0.0),
                        "configurations": len(run.trials), "ray_trials": len(ray_trials),
-                       "ray_trials_per_node": dict(Counter(ray_trials.values()))}
+                       "ray_trials_per_node": {_short(n): c for n, c in per_node.items()},
+                       "object_store_bytes_per_node": created,
+                       "dataset_bytes": dataset_bytes(data_dir)}
         log(f"    wall {run.wall_seconds:.1f} s; Ray trials per node "
-            f"{runs[nodes]['ray_trials_per_node']}")
+            f"{runs[nodes]['ray_trials_per_node']}; object store bytes created per node "
+            f"{ {n: f'{b / 2**20:.0f} MiB' for n, b in created.items()} } (dataset "
+            f"{runs[nodes]['dataset_bytes'] / 2**20:.0f} MiB)")
     return {"argv": argv, "epochs": epochs, "data_fraction": fraction,
             "one_node": runs[1], "two_nodes": runs[2],
             "scaling_speedup": runs[1]["wall_seconds"] / runs[2]["wall_seconds"],
             "tune_fit_speedup": runs[1]["tune_fit_seconds"] / max(runs[2]["tune_fit_seconds"], 1e-9)}
+
+
+def object_store_created(address: str) -> dict[str, dict]:
+    """Node id prefix (trials.csv's node suffix) -> bytes and objects its object store has
+    created since it started (the raylet's cumulative counters: an object pulled from another
+    node is created again here). Ray has no public call for these: ray._private.internal_api
+    .node_stats asks each raylet, as `ray memory --stats-only` does."""
+    import ray
+    from ray._private.internal_api import node_stats
+
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+    finally:
+        ray.shutdown()
+    out = {}
+    for node in nodes:
+        stats = node_stats(node["NodeManagerAddress"], node["NodeManagerPort"],
+                           include_memory_info=False).store_stats
+        out[node["NodeID"][:8]] = {"bytes": int(stats.cumulative_created_bytes),
+                                   "objects": int(stats.cumulative_created_objects)}
+    return out
+
+
+def dataset_bytes(data_dir: str | None) -> int:
+    """The bytes the sweep puts into the object store: its training and test arrays."""
+    from cifar_core.data import load_cifar10
+
+    arrays = load_cifar10(data_dir).to_numpy()
+    return int(sum(a.nbytes for a in arrays.values()))
+
+
+def _short(node: str) -> str:
+    """trials.csv's node (host:id8) as the id prefix object_store_created keys by."""
+    return node.rsplit(":", 1)[-1]
 
 
 def measure_growth(*, epochs: int = 1, fraction: float = 0.02, data_dir: str | None,

@@ -245,11 +245,12 @@ def _launch(settings, argv, trials, space, groups=None, plan=None) -> int:
 
 def _resume(settings: Settings, argv) -> int:
     folder = cli.resume_folder(settings)  # a missing or finished run is answered without Ray
-    if cli.already_finished(folder, folder.read_info()):
+    info = folder.read_info()
+    if cli.already_finished(folder, info):
         return 0
     from . import tuning
 
-    return tuning.resume(prog=PROG, module="sweep.grid", argv=argv, settings=settings)
+    return tuning.resume(prog=PROG, module="sweep.grid", argv=argv, settings=settings, info=info)
 
 
 if __name__ == "__main__":

@@ -61,14 +61,12 @@ def launch(*, kind, prog, module, argv, settings, space, trials, make_tuner, ext
     return _run(prog, module, folder, settings, info, data, make_tuner, finish)
 
 
-def resume(*, prog, module, argv, settings: Settings, make_tuner=None, info=None,
+def resume(*, prog, module, argv, settings: Settings, info: dict, make_tuner=None,
            finish=None) -> int:
     """Continue run --name with `settings` (Settings.resumed: the saved ones plus the flags
-    given): finished trials are never rerun; a finished run exits 0."""
+    given) and `info`, its run.json as the entry point read it (and found unfinished): finished
+    trials are never rerun."""
     folder = cli.resume_folder(settings)
-    info = info or folder.read_info()
-    if make_tuner is None and cli.already_finished(folder, info):
-        return 0
     data = load_cifar10(cli.data_dir_for(settings), download=settings.download)
     folder.open()
     info["argv_resume"] = argv

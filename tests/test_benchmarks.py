@@ -124,7 +124,61 @@ def test_scaling_section_renders_both_clusters_and_the_ratio():
     run = {"wall_seconds": 100.0, "tune_fit_seconds": 90.0, "configurations": 16, "ray_trials": 8}
     scaling = {"epochs": 1, "data_fraction": 1.0, "scaling_speedup": 1.85, "tune_fit_speedup": 1.9,
                "one_node": dict(run, ray_trials_per_node={"a": 8}),
-               "two_nodes": dict(run, wall_seconds=54.0, ray_trials_per_node={"a": 4, "b": 4})}
+               "two_nodes": dict(run, wall_seconds=54.0, ray_trials_per_node={"a": 4, "b": 4},
+                                 object_store_bytes_per_node={"a": 190 * 2**20, "b": 190 * 2**20},
+                                 dataset_bytes=184 * 2**20)}
     text = report.render_scaling(scaling)
     assert "1 node x 1 CPU" in text and "2 nodes x 1 CPU" in text and "1.85x" in text
-    assert "a: 4, b: 4" in text
+    assert "a: 4, b: 4" in text and "a: 199 MB, b: 199 MB" in text
+
+
+def test_gpu_benchmark_refuses_without_cuda_in_one_line(capsys, monkeypatch):
+    from benchmarks import __main__ as bench, gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main(["--gpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == gpu.REFUSAL and captured.out == ""
+
+
+def test_gpu_plan_is_the_documented_one(capsys):
+    """--gpu --dry-run prints PLAN without a GPU, and the README's GPU section quotes it."""
+    from pathlib import Path
+
+    from benchmarks import __main__ as bench, gpu
+
+    assert bench.main(["--gpu", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1:] == list(gpu.PLAN)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "python -m benchmarks --gpu" in readme
+    assert all(step in readme for step in gpu.PLAN)
+
+
+def test_gpu_benchmark_runs_its_plan_in_order(monkeypatch):
+    """The measurements run (on the CPU, tiny) in PLAN's order; the best layout becomes the grid
+    command of step 4."""
+    from benchmarks import gpu
+    from sweep.plan import Layout
+
+    lines = []
+    out = gpu.measure(DATA, device="cpu", sizes=(2,), batch_size=64, grid=False,
+                      layouts=[Layout(1, 1, 1), Layout(2, 1, 2)], log=lines.append)
+    steps = [line for line in lines if line[:2] in ("1.", "2.", "3.", "4.")]
+    assert [s[:2] for s in steps] == ["1.", "2.", "3."] and steps[0] == gpu.PLAN[0]
+    assert len(out["single"]) == 4 and set(out["stacks"]) == {"x2, none", "x2, bf16"}
+    assert all(rate > 0 for rate in [*out["single"].values(), *out["stacks"].values()])
+    best = out["best"]
+    assert best["fuse"] in (1, 2) and best["amp"] in gpu.AMPS
+    argv = gpu.grid_argv(best)
+    assert argv[:4] == ["--fuse", str(best["fuse"]), "--gpus-per-trial",
+                        f"{1 / best['trials_per_gpu']:g}"] and argv[4:6] == ["--amp", best["amp"]]
+    assert "best layout: --fuse" in gpu.render(out)
+
+
+def test_tail_section_renders_both_orders():
+    run = {"wall_seconds": 60.0, "tune_fit_seconds": 50.0, "idle_slot_seconds_at_end": 12.5,
+           "tail_seconds": 14.0, "slots": 2}
+    text = report.render_tail({"epochs": 2, "grid_order": run,
+                               "cost_order": dict(run, idle_slot_seconds_at_end=None)})
+    assert "--order grid" in text and "--order cost" in text and "12.5" in text and " - " in text

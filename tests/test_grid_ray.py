@@ -195,6 +195,17 @@ def test_run_json_describes_the_run(finished_run):
     assert {"python", "torch", "ray"} <= set(info["versions"]) and info["versions"]["ray"]
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", info["git_sha"] or "")
     assert info["hardware"]["cpus"] >= 1 and info["hardware"]["nodes"] == 1
+    # --fuse auto (the default) recorded the plan it measured (or found cached) and applied it
+    plan = info["fuse_plan"]
+    assert plan["source"] in ("measured", "cached") and plan["fingerprint"]["torch"]
+    assert info["settings"]["fuse"] == plan["fuse"]
+    assert info["settings"]["cpus_per_trial"] == plan["threads"]
+    # the idle tail, from trials.csv's start and end times
+    trials = rows(finished_run["folder"], "trials.csv")
+    assert all(t["started_at"] and t["started_at"] <= t["ended_at"] for t in trials)
+    idle = info["idle_at_end"]
+    assert idle["slots"] >= 1 and 0 <= idle["idle_slot_seconds"] <= idle["slots"] * idle["tail_seconds"]
+    assert "slots idle at the end:" in finished_run["run"].stdout
 
 
 def test_tensorboard_puts_train_and_test_on_one_chart(finished_run):

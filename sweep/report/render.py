@@ -110,7 +110,8 @@ def render_ranking(s: Summary) -> str:
     combined = len(s.metas) > 1  # a combined report says which run each row came from
     headers = ["#", *(["run"] if combined else []), "reference label",
                *[fmt.NAMES.get(a, a) for a in s.axes], f"{rank_text(s.rank_by)} (mean ± CI)",
-               *near, "std", "n", "test loss", "train acc", "gap (train − test)", "trials"]
+               *near, "std", "n", "test loss", "train acc (eval mode)",
+               "gap (train − test)", "trials"]
     rows = [[r["rank"], *([r["runs"]] if combined else []), r["label"] or fmt.DASH,
              *[fmt.level(r[a]) for a in s.axes],
              fmt.pct_ci(r["mean"], r["half"]), *([NEAR[r["near_top"]]] if tested else []),

@@ -16,6 +16,7 @@ from .fmt import NAMES, level, sort_levels
 from .importance import Importance, SearchInfo, importance, search_info
 from .load import CONFIG, EPOCH_METRICS, FINISHED, Run, LEARNED
 from .stats import ALPHA, holm, mean_ci
+from ..schema import BEST
 
 MAX_LEVELS = 8  # a numeric axis with more distinct values is treated as continuous
 INTERACTIONS = (("optimiser", "lr"), ("transform", "model"), ("regulariser", "model"))
@@ -70,14 +71,14 @@ def status_text(statuses: pd.Series) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
 
 
-RANK_BY = {"final": "final_{}", "best": "best_{}"}  # --rank-by: a trial's last or best epoch
-RANK_METRICS = ("test_acc", "val_acc")  # --rank-metric
+RANK_BY = ("final", "best")  # --rank-by: a trial's last or its best epoch
+RANK_METRICS = BEST  # --rank-metric: the scores trials.csv keeps both final_ and best_ of
 
 
 def rank_column(rank_by: str = "final", metric: str = "test_acc") -> str:
     """The trials.csv column a ranking sorts on, e.g. final_test_acc or best_val_acc."""
     assert rank_by in RANK_BY and metric in RANK_METRICS, (rank_by, metric)
-    return RANK_BY[rank_by].format(metric)
+    return f"{rank_by}_{metric}"
 
 
 def reproduce_command(row) -> str:
@@ -95,8 +96,9 @@ def _group_row(group: pd.DataFrame, column: str = "final_test_acc") -> dict:
     labels = dict.fromkeys(p for text in group.get("label", []) for p in str(text).split("|") if p)
     return {"label": "|".join(labels), "n": len(group), "n_done": acc.n, "mean": acc.mean,
             "std": acc.std, "half": acc.half, "test_loss": done["final_test_loss"].mean(),
-            "train_acc": done["final_train_acc"].mean(),
-            "gap": with_gap(done)["gap"].mean(),  # eval-mode, as the overfitting claims use
+            # eval-mode training accuracy (train-mode in runs recorded before it), and the gap
+            # it leaves to test accuracy, as the overfitting claims use them: train = test + gap
+            "train_acc": (done["gap"] + done["final_test_acc"]).mean(), "gap": done["gap"].mean(),
             "statuses": status_text(group["status"]),
             "first_seed": int(done["seed"].min()) if len(done) else int(group["seed"].min()),
             "runs": ", ".join(sorted(set(group["run"].astype(str)))) if "run" in group else ""}
@@ -105,8 +107,9 @@ def _group_row(group: pd.DataFrame, column: str = "final_test_acc") -> dict:
 def ranking(trials: pd.DataFrame, column: str = "final_test_acc") -> pd.DataFrame:
     """One row per configuration, best mean `column` first (unfinished last), with its test
     against the top one (`versus_top`) and the command that re-runs one of its trials."""
+    gapped = with_gap(trials)
     rows = [{**dict(zip(CONFIG, key)), **_group_row(group, column)}
-            for key, group in trials.groupby(list(CONFIG), sort=False, dropna=False)]
+            for key, group in gapped.groupby(list(CONFIG), sort=False, dropna=False)]
     table = pd.DataFrame(rows)
     table = table.sort_values(["mean", "n_done"], ascending=[False, False], na_position="last")
     table = table.reset_index(drop=True).assign(rank=lambda t: np.arange(1, len(t) + 1))
@@ -242,7 +245,7 @@ def curves(epochs: pd.DataFrame, axis: str, trials: pd.DataFrame | None = None) 
 
 def never_learned(trials: pd.DataFrame) -> pd.DataFrame:
     """The configurations of finished trials that never learned (n: how many), with labels."""
-    done = finished(trials)
+    done = with_gap(finished(trials))
     rows = [{**dict(zip(CONFIG, key)), **_group_row(group)}
             for key, group in done[~learned(done)].groupby(list(CONFIG), sort=False, dropna=False)]
     return pd.DataFrame(rows, columns=["label", *CONFIG, "n", "mean"])
