@@ -148,11 +148,8 @@ def main(argv=None) -> int:
         parser.error("--dry-run goes with --gpu (it prints the GPU plan)")
     plan, start = plan_for(args, parser), time.monotonic()
     out = Path(args.out) if args.out else HERE / ("results-quick.json" if args.quick else "results.json")
-    data_dir = str(resolve_data_dir(args.data_dir))
-    try:
-        data = load_cifar10(data_dir)
-    except DataError as err:
-        print(f"python -m benchmarks: error: {err}", file=sys.stderr)
+    data_dir, data = load_data(args.data_dir)
+    if data is None:
         return 2
     results = {"command": shlex.join(["python", "-m", "benchmarks", *argv]), "quick": args.quick,
                "plan": dataclasses.asdict(plan), "data_dir": data_dir, "machine": machine_info()}
@@ -169,6 +166,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def load_data(data_dir: str | None):
+    """(the data dir, CIFAR-10 loaded from it), or (dir, None) after one error line."""
+    data_dir = str(resolve_data_dir(data_dir))
+    try:
+        return data_dir, load_cifar10(data_dir)
+    except DataError as err:
+        print(f"python -m benchmarks: error: {err}", file=sys.stderr)
+        return data_dir, None
+
+
 def main_gpu(args) -> int:
     """--gpu: the plan (--dry-run), the refusal without CUDA, or the measurements."""
     if args.dry_run:
@@ -179,11 +186,8 @@ def main_gpu(args) -> int:
         print(gpu.REFUSAL, file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else HERE / "results-gpu.json"
-    data_dir = str(resolve_data_dir(args.data_dir))
-    try:
-        data = load_cifar10(data_dir)
-    except DataError as err:
-        print(f"python -m benchmarks: error: {err}", file=sys.stderr)
+    data_dir, data = load_data(args.data_dir)
+    if data is None:
         return 2
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     results = {"command": shlex.join(["python", "-m", "benchmarks", "--gpu"]),
