@@ -46,7 +46,7 @@ class Plan:
     memory_grid: dict
     memory_epochs: int
     memory_fraction: float
-    scaling_epochs: int = 1  # the scaling grid: the overhead grid and data fraction, this long
+    scaling_epochs: int = 2  # the scaling grid: the overhead grid and data fraction, this long
 
 
 FULL = Plan(images=None, repeats=1, overhead_grid=sweep_overhead.FULL_GRID,

@@ -29,11 +29,12 @@ def measure_scaling(*, grid: dict = FULL_GRID, epochs: int = 1, fraction: float 
     argv = grid_argv(**grid, epochs=epochs, fraction=fraction, max_concurrent=2, data_dir=data_dir)
     runs = {}
     for nodes in (1, 2):
-        with loopback_cluster(nodes) as address:
+        with loopback_cluster(nodes) as cluster:
+            address = cluster.address
             log(f"  {nodes} node(s) of 1 CPU at {address}: python -m sweep.grid {' '.join(argv)}")
-            before = object_store_created(address)
+            before = object_store_created(cluster)
             run = run_grid([*argv, "--address", address], timeout_s=3600)
-            after = object_store_created(address)
+            after = object_store_created(cluster)
         ray_trials = {ray_trial_id(t["trial_id"]): t["node"] for t in run.trials}
         per_node = Counter(ray_trials.values())
         created = {node: after[node]["bytes"] - before.get(node, {}).get("bytes", 0) for node in after}
@@ -53,24 +54,20 @@ def measure_scaling(*, grid: dict = FULL_GRID, epochs: int = 1, fraction: float 
             "tune_fit_speedup": runs[1]["tune_fit_seconds"] / max(runs[2]["tune_fit_seconds"], 1e-9)}
 
 
-def object_store_created(address: str) -> dict[str, dict]:
-    """Node id prefix (trials.csv's node suffix) -> bytes and objects its object store has
-    created since it started (the raylet's cumulative counters: an object pulled from another
-    node is created again here). Ray has no public call for these: ray._private.internal_api
-    .node_stats asks each raylet, as `ray memory --stats-only` does."""
-    import ray
+def object_store_created(cluster) -> dict[str, dict]:
+    """Node id prefix (trials.csv's node suffix) -> bytes and objects the object store of each
+    node of `cluster` (ray.cluster_utils.Cluster) has created since it started (the raylet's
+    cumulative counters: an object pulled from another node is created again there). Ray has
+    no public call for these: ray._private.internal_api.node_stats asks each raylet, as
+    `ray memory --stats-only` does (this process never joins the cluster: Ray fixed its
+    loopback rule when it was imported)."""
     from ray._private.internal_api import node_stats
 
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    try:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-    finally:
-        ray.shutdown()
     out = {}
-    for node in nodes:
-        stats = node_stats(node["NodeManagerAddress"], node["NodeManagerPort"],
+    for node in [cluster.head_node, *cluster.worker_nodes]:
+        stats = node_stats(node.node_ip_address, node.node_manager_port,
                            include_memory_info=False).store_stats
-        out[node["NodeID"][:8]] = {"bytes": int(stats.cumulative_created_bytes),
+        out[node.node_id[:8]] = {"bytes": int(stats.cumulative_created_bytes),
                                    "objects": int(stats.cumulative_created_objects)}
     return out
 
@@ -122,7 +119,7 @@ ENV = ("RAY_TMPDIR", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
 
 
 class loopback_cluster:
-    """A Ray cluster of `nodes` nodes with 1 CPU each on 127.0.0.1; yields its address."""
+    """A Ray cluster of `nodes` nodes with 1 CPU each on 127.0.0.1 (yields the Cluster)."""
 
     def __init__(self, nodes: int):
         self.nodes = nodes
@@ -141,7 +138,7 @@ class loopback_cluster:
         for _ in range(self.nodes - 1):
             self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         self.cluster.wait_for_nodes()
-        return self.cluster.address
+        return self.cluster
 
     def __exit__(self, *exc):
         self.cluster.shutdown()
@@ -153,12 +150,12 @@ class loopback_cluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-TAIL_FRACTIONS = ("0.05", "0.1", "0.2", "0.4")  # trials of 1, 2, 4 and 8 units of work
+TAIL_FRACTIONS = ("0.125", "0.25", "0.5", "1.0")  # trials of 1, 2, 4 and 8 units of training
 
 
 def measure_tail(*, epochs: int = 2, data_dir: str | None, log=print) -> dict:
     """Idle slots at the end of a grid whose trials differ in length: 8 unfused configurations
-    (data fractions 0.05-0.4 x Adam/SGD, `epochs` epochs) on this machine's embedded Ray, 2 at
+    (data fractions 0.125-1 x Adam/SGD, `epochs` epochs) on this machine's embedded Ray, 2 at
     once, started in the grid's order (shortest first, as the axis lists them) and longest
     first (--order cost, the default). Each run's idle slot-seconds come from its run.json
     (sweep.schema.idle_at_end: from the last trial's start to the end)."""
