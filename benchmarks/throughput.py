@@ -15,7 +15,8 @@ split is cut to EVAL_IMAGES so it costs little). Set-ups per transform level:
   (`fit_fused`, the grid's `--fuse N`): the members differ in regulariser, optimiser and lr like a
   grid's group and share the seed, so they draw their batches once. img/s counts member-images
   (M configs x images), the work the grid needs done. The grid's fallback stack size
-  (sweep.grid.FUSE, listed until --fuse auto has measured) also runs as one process with max(THREADS) threads: threads vs trials for the default set-up.
+  (sweep.grid.FUSE, listed until --fuse auto has measured) also runs as one process with
+  max(THREADS) threads: threads vs trials for the default set-up.
 
 Two set-up figures ride along: the evaluation pass of a fused stack at EVAL_BATCHES images a batch
 (what picked cifar_core.train.EVAL_BATCH), and a forward + backward pass whose weights are so small
