@@ -19,6 +19,8 @@ import torch
 from cifar_core.config import TrialConfig
 from cifar_core.data import CifarData
 
+from .throughput import fused_configs
+
 SIZES = (2, 4, 8, 16)  # fused stack sizes
 AMPS = ("none", "bf16")
 PLAN = (
@@ -33,14 +35,11 @@ REFUSAL = ("python -m benchmarks --gpu: error: CUDA is not available here "
            "(torch.cuda.is_available() is False); run it on a machine with an NVIDIA GPU")
 
 
-def configs(members: int, *, epochs: int = 2, batch_size: int = 256) -> list[TrialConfig]:
-    """`members` configurations of one stack: the baseline net on augment+normalize, Adam and
-    SGD at two learning rates, cycled (as a grid's group differs)."""
-    base = TrialConfig(transform="augment+normalize", model="baseline", epochs=epochs,
-                       batch_size=batch_size)
-    variants = [("adam", 1e-3), ("sgd", 1e-3), ("adam", 1e-4), ("sgd", 1e-2)]
-    return [dataclasses.replace(base, optimiser=o, lr=lr)
-            for o, lr in (variants[k % len(variants)] for k in range(members))]
+def configs(members: int, *, batch_size: int = 256) -> list[TrialConfig]:
+    """`members` configurations of one stack: the default grid's augment+normalize group of the
+    baseline net (benchmarks.throughput.fused_configs), at `batch_size`."""
+    return [dataclasses.replace(c, batch_size=batch_size)
+            for c in fused_configs("augment+normalize", members)]
 
 
 def epoch_rate(cfgs: list[TrialConfig], data: CifarData, device: str, *, amp: str,

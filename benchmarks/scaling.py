@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from collections import Counter
 
-from sweep.schema import ray_trial_id
+from sweep.schema import idle_after_last_start, ray_trial_id
 
 from .sweep_overhead import FULL_GRID
 from .sweeps import grid_argv, run_grid
@@ -187,7 +187,5 @@ def simulated_tail(durations: list[float], slots: int) -> dict:
         slot = min(range(slots), key=free.__getitem__)
         spans.append((free[slot], free[slot] + duration))
         free[slot] += duration
-    tail_start, end = max(s for s, _ in spans), max(e for _, e in spans)
-    busy = sum(max(0.0, e - max(s, tail_start)) for s, e in spans)
-    return {"idle_slot_seconds": round(slots * (end - tail_start) - busy, 1),
-            "tail_seconds": round(end - tail_start, 1), "makespan_seconds": round(end, 1)}
+    return {**idle_after_last_start(spans, slots),
+            "makespan_seconds": round(max(e for _, e in spans), 1)}

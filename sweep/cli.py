@@ -104,6 +104,16 @@ def data_dir_for(settings: Settings) -> str | None:
     return settings.data_dir or os.environ.get("CIFAR10_DIR")
 
 
+def local_trials_book_gpus(settings: Settings) -> bool:
+    """Whether the trials of a run book GPUs where they can see this machine's: --gpus-per-trial
+    > 0, or by default when this machine has CUDA (sweep.tuning books 0.25 then)."""
+    if settings.gpus_per_trial is not None:
+        return settings.gpus_per_trial > 0
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def check_resources(settings: Settings) -> None:
     """Refuse, before Ray waits, trials this machine can never start (a local run only: a
     cluster's resources are its own, and its autoscaler may add nodes)."""

@@ -152,13 +152,11 @@ def resolve_fuse(settings: Settings, trials: list[dict]) -> tuple[Settings, dict
 
 
 def _plan_device(settings: Settings) -> str:
-    """Where trials will train, as the plan needs it: cuda when this machine has a GPU and
-    trials may book one, else cpu."""
-    if settings.gpus_per_trial == 0:
-        return "cpu"
+    """Where trials will train, as the plan needs it: cuda when they book GPUs and this machine
+    has one to measure, else cpu."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if cli.local_trials_book_gpus(settings) and torch.cuda.is_available() else "cpu"
 
 
 def check_scheduler(settings: Settings) -> Settings:

@@ -33,6 +33,8 @@ import torch
 from cifar_core.config import TrialConfig
 from cifar_core.data import CifarData
 
+from .runfolder import SweepError
+
 SIZES_CPU = (1, 2, 4, 6, 8)  # stack sizes tried on CPU
 SIZES_GPU = (1, 2, 4, 8, 16)  # ... and on a GPU, where a stack fills the device better
 SHARING_GPU = (1, 2, 4)  # trials sharing one GPU
@@ -229,8 +231,8 @@ def plan_for(cfgs: list[TrialConfig], data_dir: str | None, device: str, *, chan
     for line in done.stderr.splitlines():
         log(line)
     if done.returncode != 0:
-        raise RuntimeError(f"--fuse auto: the timing process failed (exit {done.returncode}); "
-                           "give --fuse N to skip it")
+        raise SweepError(f"--fuse auto: the timing process failed (exit {done.returncode}); "
+                         "give --fuse N to skip it")
     plan = json.loads(done.stdout)
     store(key, plan)
     return {**plan, "source": "measured", "cache": str(cache_path())}

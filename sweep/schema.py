@@ -105,11 +105,14 @@ def idle_at_end(rows: list[dict], slots: int) -> dict | None:
             spans[ray_trial_id(row["trial_id"])] = (
                 datetime.fromisoformat(row["started_at"]).timestamp(),
                 datetime.fromisoformat(row["ended_at"]).timestamp())
-    if not spans:
-        return None
-    tail_start = max(start for start, _ in spans.values())
-    end = max(stop for _, stop in spans.values())
-    busy = sum(max(0.0, stop - max(start, tail_start)) for start, stop in spans.values())
+    return idle_after_last_start(list(spans.values()), slots) if spans else None
+
+
+def idle_after_last_start(spans: list[tuple[float, float]], slots: int) -> dict:
+    """idle_at_end of (start, end) spans: slot-seconds unused from the last start to the end."""
+    tail_start = max(start for start, _ in spans)
+    end = max(stop for _, stop in spans)
+    busy = sum(max(0.0, stop - max(start, tail_start)) for start, stop in spans)
     return {"idle_slot_seconds": round(max(0.0, slots * (end - tail_start) - busy), 1),
             "tail_seconds": round(end - tail_start, 1), "slots": slots}
 

@@ -200,11 +200,11 @@ def _text(key, value):
 
 
 _COUNT = _number(int, lambda v: v >= 1, "an integer >= 1")
+_FUSE = _number(int, lambda v: v >= 1, "an integer >= 1 or auto", optional=False)
 _CHECKS = {
     **{key: _COUNT for key in ("seeds", "epochs", "batch_size", "max_concurrent", "n_trials",
                                 "grace_epochs")},
-    "fuse": lambda key, value: None if value == "auto" else _number(
-        int, lambda v: v >= 1, "an integer >= 1 or auto", optional=False)(key, value),
+    "fuse": lambda key, value: None if value == "auto" else _FUSE(key, value),
     "order": _choice("cost", "grid"),
     "max_failures": _number(int, lambda v: v >= 0, "an integer >= 0"),
     "reduction_factor": _number(int, lambda v: v >= 2, "an integer >= 2", optional=False),

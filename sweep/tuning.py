@@ -105,17 +105,14 @@ def start_ray(settings: Settings) -> None:
     else:  # "local": never join a cluster found via RAY_ADDRESS or /tmp/ray/ray_current_cluster
         kwargs.update(address="local", include_dashboard=False)
     env = allocator_process_env()
-    gpus = settings.gpus_per_trial
-    if env and gpus is None and settings.address:
-        ray.init(**kwargs)
+    if env and settings.address and settings.gpus_per_trial is None:
+        ray.init(**kwargs)  # the cluster's GPUs decide the default: look first
         if ray.cluster_resources().get("GPU", 0) > 0:
             return
         ray.shutdown()
-    elif env and gpus is None:
-        import torch
-
-        gpus = 1.0 if torch.cuda.is_available() else 0.0
-    if env and not gpus:
+    elif env and cli.local_trials_book_gpus(settings):
+        env = {}
+    if env:
         kwargs["runtime_env"] = {"env_vars": env}
     ray.init(**kwargs)
 

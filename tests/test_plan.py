@@ -10,6 +10,7 @@ from cifar_core.config import TrialConfig
 from cifar_core.data import synthetic
 from sweep import grid, plan
 from sweep.plan import Layout
+from sweep.runfolder import SweepError
 from sweep.schema import idle_at_end
 from sweep.space import DEFAULT_GRID, expand_grid
 
@@ -92,7 +93,7 @@ def test_plan_is_measured_once_per_machine_and_cached(cache, tiny_cifar_dir, mon
 def test_a_failing_timing_process_names_the_way_out(cache, monkeypatch):
     monkeypatch.setattr(plan.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
         a, 1, stdout="", stderr="boom"))
-    with pytest.raises(RuntimeError, match="--fuse N"):
+    with pytest.raises(SweepError, match="--fuse N"):
         plan.plan_for(CFGS, None, "cpu", channels_last=True, amp=None, log=lambda _: None)
 
 
